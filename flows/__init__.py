@@ -1,0 +1,1 @@
+"""AssetMint Prefect flows and the command-line entry point."""

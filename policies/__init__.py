@@ -1,0 +1,1 @@
+"""Policy files and the typed models that load them."""

@@ -1,0 +1,1 @@
+"""AssetMint capabilities: plain functions and small classes, usable without Prefect."""

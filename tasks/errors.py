@@ -1,0 +1,45 @@
+"""Typed errors. Every user mistake surfaces as an AssetMintError with a message that names the problem."""
+
+from __future__ import annotations
+
+
+class AssetMintError(Exception):
+    """Base class for errors caused by input, configuration or environment; shown without a traceback."""
+
+    exit_code = 2
+
+
+class ManifestError(AssetMintError):
+    """A manifest file is unreadable, malformed or invalid."""
+
+
+class PolicyError(AssetMintError):
+    """A policy file is unreadable, malformed or invalid, or a manifest breaks a policy limit."""
+
+
+class ModelError(AssetMintError):
+    """A model reference cannot be resolved or loaded."""
+
+
+class LedgerError(AssetMintError):
+    """The ledger cannot be opened, or a record the user asked for does not exist."""
+
+
+class RunLockedError(AssetMintError):
+    """Another process is already running the same manifest."""
+
+
+class WorkDirError(AssetMintError):
+    """The work directory cannot be created or written."""
+
+
+class WatermarkError(AssetMintError):
+    """An image cannot be watermarked (too small, wrong mode) or the watermark did not verify."""
+
+
+class ProvenanceError(AssetMintError):
+    """A C2PA manifest cannot be built, signed, read or validated."""
+
+
+class SigningConfigError(ProvenanceError):
+    """The signing certificate, key or signer configuration is missing or unusable."""
