@@ -1,0 +1,66 @@
+"""The batch flow: manifest -> plan -> generation in chunks -> CLIP scoring -> selection -> artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from tasks import runs
+from tasks.runs import RunContext, RunSummary
+from tasks.states import RunStatus
+from tasks.workdir import run_lock
+
+prepare_task = task(runs.load_context, name="prepare-run", cache_policy=NO_CACHE)
+start_task = task(runs.start_run, name="record-plan", cache_policy=NO_CACHE)
+generate_task = task(runs.generate_chunk, name="generate-chunk", cache_policy=NO_CACHE)
+warnings_task = task(runs.record_prompt_warnings, name="check-prompt-lengths", cache_policy=NO_CACHE)
+score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
+select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
+
+
+@task(name="publish-run-artifacts", cache_policy=NO_CACHE)
+def publish_artifacts(summary: RunSummary) -> None:
+    """Post the per-prompt ranking as a table artifact and a markdown summary of the run."""
+    key = "".join(c if c.isalnum() else "-" for c in summary.run_id.lower())
+    create_table_artifact(
+        key=f"ranking-{key}",
+        table=[{"prompt": b["prompt_id"], "variant": b["variant"], "rank": b["rank"],
+                "clip_score": round(b["clip_score"] or 0.0, 4), "seed": b["seed"], "candidate": b["candidate_id"]}
+               for b in summary.best],
+        description=f"Selected candidates of run {summary.run_id}, best first per prompt.",
+    )
+    counts = ", ".join(f"{state}: {n}" for state, n in sorted(summary.counts.items()))
+    lines = [f"# Run {summary.run_id}", "", f"Status: **{summary.status}**; {counts}.",
+             f"Generated in this attempt: {summary.generated_now}.", "", f"Images: `{summary.run_dir}`",
+             f"Ledger: `{summary.ledger_url}`"]
+    if summary.warnings:
+        lines += ["", "## Warnings", *(f"- {w}" for w in summary.warnings)]
+    create_markdown_artifact(key=f"summary-{key}", markdown="\n".join(lines), description="Run summary")
+
+
+@flow(name="assetmint-batch", log_prints=False, validate_parameters=False)
+def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
+    """Generate, score and select every candidate a manifest plans; resumes where an earlier run stopped."""
+    ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
+    with run_lock(ctx.work_dir, ctx.run_id):
+        start_task(ctx)
+        generated = 0
+        try:
+            chunks = runs.pending_chunks(ctx)
+            total = sum(len(chunk) for chunk in chunks)
+            for chunk in chunks:
+                generated += generate_task(ctx, chunk, generated, total)
+            warnings = warnings_task(ctx)
+            score_task(ctx)
+            select_task(ctx)
+        except BaseException as exc:
+            status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+            runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))
+            raise
+        summary = runs.summarize(ctx, generated, warnings, RunStatus.COMPLETED)
+        publish_artifacts(summary)
+        runs.finish(ctx, summary)
+    return summary

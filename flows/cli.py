@@ -1,0 +1,342 @@
+"""The `assetmint` command line. Imports stay light here: torch loads only in commands that generate or score."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tasks.errors import AssetMintError
+
+EXIT_USAGE = 2
+
+
+def _quiet_environment(verbose: bool) -> None:
+    """Defaults that keep a normal run's output clean; set before Prefect or torch are imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+# --- manifest commands ----------------------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Validate a manifest (and the policy limits it must respect)."""
+    from policies.model import load_policy
+    from tasks.limits import check_plan
+    from tasks.manifest import load_plan
+
+    plan = load_plan(Path(args.manifest))
+    check_plan(plan, load_policy(_path(args.policy)))
+    print(f"{args.manifest}: valid; {len(plan.jobs)} jobs, {plan.candidate_count} candidates, run id {plan.run_id}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Show the expanded jobs of a manifest without generating anything."""
+    from rich.table import Table
+
+    from policies.model import load_policy
+    from tasks.limits import check_plan
+    from tasks.manifest import load_plan
+
+    plan = load_plan(Path(args.manifest))
+    check_plan(plan, load_policy(_path(args.policy)))
+    models = sorted({job.model for job in plan.jobs})
+    table = Table(title=f"{plan.campaign_name} ({plan.run_id})", caption=f"model: {', '.join(models)}")
+    for column in ("#", "id", "prompt", "size", "n", "seeds", "steps", "cfg", "sched", "keep"):
+        table.add_column(column, overflow="fold", no_wrap=column != "prompt")
+    for index, job in enumerate(plan.jobs, start=1):
+        seeds = ", ".join(map(str, job.seeds)) if len(job.seeds) <= 2 else f"{job.seeds[0]}-{job.seeds[-1]}"
+        table.add_row(str(index), job.prompt_id, job.prompt, f"{job.width}x{job.height}", str(len(job.seeds)), seeds,
+                      str(job.steps), f"{job.guidance:g}", job.scheduler, str(job.keep_top_k))
+    console = _console()
+    console.print(table)
+    console.print(f"{len(plan.jobs)} jobs, {plan.candidate_count} candidates; nothing generated.")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of the manifest or policy format."""
+    print(json.dumps(_schema(args.kind), indent=2))
+    return 0
+
+
+def _schema(kind: str) -> dict[str, Any]:
+    if kind == "manifest":
+        from tasks.manifest import manifest_json_schema
+
+        return manifest_json_schema()
+    from policies.model import policy_json_schema
+
+    return policy_json_schema()
+
+
+# --- running ----------------------------------------------------------------------------------------------------
+
+
+def _rate_column_class() -> Any:
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second of a stage."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.2f}/s" if speed else "   -/s")
+
+    return RateColumn
+
+
+class _RichProgress:
+    """Progress sink that draws one bar per stage with done/total and rate."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the batch flow on a manifest with a live progress display and a closing summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tasks import progress
+    from tasks.runs import load_context
+
+    _RateColumn = _rate_column_class()
+    console = _console()
+    load_context(Path(args.manifest), _path(args.policy))  # fail fast, before Prefect starts, on bad input
+    from flows.batch import batch_flow
+
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
+               _RateColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as bars, progress.progress_sink(_RichProgress(bars)):
+        summary = batch_flow(manifest=args.manifest, policy=args.policy)
+    _print_summary(console, summary)
+    return 0
+
+
+def _print_summary(console: Any, summary: Any) -> None:
+    from rich.table import Table
+
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()))
+    console.print(f"Run [bold]{summary.run_id}[/bold] {summary.status}: {counts}; "
+                  f"{summary.generated_now} generated in this attempt.")
+    for warning in summary.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    table = Table(title="Best candidates per prompt")
+    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "candidate", "image"):
+        table.add_column(column, overflow="fold")
+    for best in summary.best:
+        table.add_row(best["prompt_id"], best["variant"], str(best["rank"]), f"{best['clip_score']:.4f}",
+                      str(best["seed"]), best["candidate_id"], best["image_path"])
+    console.print(table)
+    console.print(f"Images: {summary.run_dir}/candidates")
+    console.print(f"Ledger: {summary.ledger_url}")
+
+
+# --- ledger views -------------------------------------------------------------------------------------------------
+
+
+def _ledger(policy_path: str | None) -> Any:
+    from policies.model import load_policy
+    from tasks.ledger import Ledger
+
+    return Ledger.open(load_policy(_path(policy_path)).ledger_url())
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    """List the runs in the ledger."""
+    from rich.table import Table
+
+    ledger = _ledger(args.policy)
+    table = Table(title="Runs")
+    for column in ("run", "campaign", "status", "attempts", "updated", "candidates"):
+        table.add_column(column)
+    for run in ledger.runs():
+        counts = ledger.state_counts(run.run_id)
+        table.add_row(run.run_id, run.campaign_name, run.status, str(run.attempts),
+                      run.updated_at.strftime("%Y-%m-%d %H:%M"), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    _console().print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Show a run (its ranking per prompt) or one candidate (every parameter and its history)."""
+    from tasks.errors import LedgerError
+
+    ledger = _ledger(args.policy)
+    console = _console()
+    try:
+        run = ledger.run(args.id)
+    except LedgerError:
+        run = None
+    if run is not None:
+        _show_run(console, ledger, run)
+        return 0
+    matches = ledger.find_candidates(args.id)
+    if not matches:
+        raise LedgerError(f"no run or asset matches {args.id!r}; `assetmint runs` lists the runs.")
+    for row in matches:
+        _show_candidate(console, ledger, row)
+    return 0
+
+
+def _show_run(console: Any, ledger: Any, run: Any) -> None:
+    from rich.table import Table
+
+    console.print(f"[bold]{run.run_id}[/bold]  {run.campaign_name}  status {run.status}, attempts {run.attempts}")
+    console.print(f"manifest {run.manifest_path}\nimages {run.run_dir}/candidates")
+    rows = ledger.candidates(run.run_id)
+    for job in ledger.jobs(run.run_id):
+        table = Table(title=f"{job.prompt_id} {job.variant}: {job.prompt}", title_justify="left")
+        for column in ("rank", "CLIPScore", "cosine", "seed", "state", "candidate"):
+            table.add_column(column)
+        members = sorted((r for r in rows if r.job_key == job.job_key), key=lambda r: (r.rank or 10**9, r.seed))
+        for row in members:
+            table.add_row(str(row.rank or "-"), f"{row.clip_score:.4f}" if row.clip_score is not None else "-",
+                          f"{row.clip_cosine:.4f}" if row.clip_cosine is not None else "-", str(row.seed), row.state,
+                          row.candidate_id)
+        console.print(table)
+        for warning in job.warnings:
+            console.print(f"  [yellow]warning:[/yellow] {warning}")
+
+
+def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
+    fields = {
+        "candidate": row.candidate_id, "run": row.run_id, "state": row.state, "prompt": row.prompt,
+        "negative prompt": row.negative_prompt, "model": row.model_ref, "model identity": json.dumps(row.model_identity),
+        "pipeline": row.pipeline_kind, "size": f"{row.width}x{row.height}", "steps": row.steps,
+        "guidance": row.guidance, "scheduler": row.scheduler, "seed": row.seed, "image": row.image_path,
+        "image sha256": row.image_sha256, "pixel sha256": row.pixel_sha256, "generation": json.dumps(row.generation),
+        "CLIP model": row.clip_model, "CLIPScore": row.clip_score, "cosine": row.clip_cosine, "rank": row.rank,
+    }
+    for name, value in fields.items():
+        console.print(f"{name:>15}: {value if value is not None else '-'}", markup=False)
+    console.print(f"{'history':>15}:")
+    for entry in ledger.history(row.run_id, row.candidate_id):
+        console.print(f"{'':>17}{entry.at:%Y-%m-%d %H:%M:%S} {entry.from_state or '-'} -> {entry.to_state} "
+                      f"{json.dumps(entry.detail) if entry.detail else ''}", markup=False)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Regenerate a candidate from its ledger record and report whether its pixels match."""
+    from tasks.errors import LedgerError
+    from tasks.replay import replay_candidate
+
+    ledger = _ledger(args.policy)
+    matches = [r for r in ledger.find_candidates(args.asset_id) if args.run is None or r.run_id == args.run]
+    if not matches:
+        raise LedgerError(f"no asset matches {args.asset_id!r}.")
+    if len({(r.run_id, r.candidate_id) for r in matches}) > 1:
+        options = ", ".join(f"{r.candidate_id} (run {r.run_id})" for r in matches)
+        raise LedgerError(f"{args.asset_id!r} matches several assets: {options}; give a longer id or --run.")
+    result = replay_candidate(matches[0], out=_path(args.out))
+    console = _console()
+    verdict = "[green]MATCH[/green]" if result.matches else "[red]MISMATCH[/red]"
+    console.print(f"{result.candidate_id} (run {result.run_id}): {verdict}")
+    console.print(f"  recorded pixels sha256 {result.recorded_pixel_sha256} on {result.recorded_device}")
+    console.print(f"  replayed pixels sha256 {result.replayed_pixel_sha256} on {result.replay_device}")
+    if not result.model_identity_matches:
+        console.print("  [yellow]the model's files changed since the candidate was generated[/yellow]")
+    if result.output_path:
+        console.print(f"  saved to {result.output_path}")
+    return 0 if result.matches else 1
+
+
+def cmd_models_init(args: argparse.Namespace) -> int:
+    """Build the embedded default models into the user cache."""
+    from tasks.embedded import build_all
+
+    for name, path in build_all(force=args.force).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+# --- plumbing ------------------------------------------------------------------------------------------------------
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="assetmint", description="Provenance-aware batch production of "
+                                     "generative marketing images.")
+    parser.add_argument("--verbose", action="store_true", help="show library logs and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
+                policy: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        if policy:
+            p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
+        return p
+
+    p = command("run", cmd_run, "generate, CLIP-score and select every candidate of a manifest")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p = command("validate", cmd_validate, "check a manifest against its schema and the policy limits")
+    p.add_argument("manifest", metavar="FILE")
+    p = command("plan", cmd_plan, "show the jobs a manifest expands to, generating nothing")
+    p.add_argument("manifest", metavar="FILE")
+    p = command("schema", cmd_schema, "print the JSON Schema of the manifest or policy format", policy=False)
+    p.add_argument("kind", choices=["manifest", "policy"])
+    command("runs", cmd_runs, "list runs in the ledger")
+    p = command("show", cmd_show, "show a run's ranking or one asset's full record")
+    p.add_argument("id", metavar="RUN_ID|ASSET_ID")
+    p = command("replay", cmd_replay, "regenerate an asset from its ledger record and compare pixel digests")
+    p.add_argument("asset_id", metavar="ASSET_ID")
+    p.add_argument("--run", help="the run, when the asset id exists in several runs")
+    p.add_argument("--out", metavar="PNG", help="also save the regenerated image here")
+    models = sub.add_parser("models", help="manage the embedded default models")
+    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
+    p = models_sub.add_parser("init", help="build the embedded default models into the user cache")
+    p.add_argument("--force", action="store_true", help="rebuild even if present")
+    p.set_defaults(handler=cmd_models_init)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one paragraph and exit 2, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_environment(args.verbose)
+    try:
+        return args.handler(args)
+    except AssetMintError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue where it stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

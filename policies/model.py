@@ -1,0 +1,119 @@
+"""The policy: typed, described settings loaded from YAML. Unknown keys are errors."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tasks.errors import PolicyError
+from tasks.yamlfile import load_yaml, validate_yaml
+
+DEFAULT_POLICY_NAME = "default.yaml"
+
+
+class ScoringPolicy(BaseModel):
+    """How candidates are scored for prompt fidelity and selected."""
+
+    model_config = ConfigDict(extra="forbid")
+    clip_model: str = Field(
+        "embedded:tiny-clip",
+        description="open_clip model: 'embedded:tiny-clip', 'NAME:PRETRAINED_TAG' (e.g. 'ViT-B-32:laion2b_s34b_b79k'), "
+        "or 'NAME:/path/to/checkpoint.pt'.",
+    )
+    min_score: float = Field(
+        0.0, ge=0, le=2.5, description="Minimum CLIPScore (2.5 * max(cosine, 0)) a candidate needs to be selected."
+    )
+    top_k: int | None = Field(
+        None, ge=1, description="Cap on candidates selected per prompt job; the manifest's keep_top_k applies below it."
+    )
+    batch_size: int = Field(16, ge=1, le=1024, description="Images per CLIP forward pass.")
+
+
+class GenerationPolicy(BaseModel):
+    """Limits and runtime settings for generation."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_pixels: int = Field(
+        1024 * 1024, ge=64 * 64, description="Largest width*height a manifest may ask for."
+    )
+    max_candidates_per_run: int = Field(5000, ge=1, description="Largest number of images one manifest may plan.")
+    allowed_models: list[str] = Field(
+        default_factory=lambda: ["embedded:*"],
+        description="Glob patterns of model references a manifest may use (e.g. 'stabilityai/*', '/models/*').",
+    )
+    chunk_size: int = Field(8, ge=1, le=4096, description="Candidates per generation task (one task per chunk).")
+    batch_size: int = Field(4, ge=1, le=256, description="Images per pipeline call inside a chunk.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="Where to run the pipeline; auto picks CUDA when available."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto", description="Weights dtype; auto is bfloat16/float16 on CUDA and float32 on CPU."
+    )
+
+    @field_validator("allowed_models")
+    @classmethod
+    def _non_empty(cls, patterns: list[str]) -> list[str]:
+        if not patterns:
+            raise ValueError("allowed_models must list at least one pattern")
+        return patterns
+
+    def allows_model(self, ref: str) -> bool:
+        """Whether a model reference matches one of the allowed patterns."""
+        return any(fnmatch.fnmatchcase(ref, pattern) for pattern in self.allowed_models)
+
+
+class LedgerPolicy(BaseModel):
+    """Where the ledger lives."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(
+        "sqlite:///{work_dir}/ledger.sqlite",
+        description="SQLAlchemy database URL; '{work_dir}' is replaced by the work directory.",
+    )
+
+
+class Policy(BaseModel):
+    """Everything AssetMint decides by rule rather than by manifest."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(1, ge=1, le=1, description="Policy format version; only 1 exists.")
+    work_dir: str = Field(
+        "./assetmint-output",
+        description="Directory for run folders and the default ledger; relative paths are relative to the "
+        "current directory. $ASSETMINT_WORK_DIR overrides it.",
+    )
+    scoring: ScoringPolicy = Field(default_factory=ScoringPolicy, description="CLIP scoring and selection.")
+    generation: GenerationPolicy = Field(default_factory=GenerationPolicy, description="Generation limits.")
+    ledger: LedgerPolicy = Field(default_factory=LedgerPolicy, description="Ledger database.")
+
+    def resolved_work_dir(self) -> Path:
+        """The work directory as an absolute path (environment override applied)."""
+        return Path(os.environ.get("ASSETMINT_WORK_DIR") or self.work_dir).expanduser().resolve()
+
+    def ledger_url(self) -> str:
+        """The ledger URL with '{work_dir}' filled in."""
+        return self.ledger.url.replace("{work_dir}", self.resolved_work_dir().as_posix())
+
+
+def default_policy_path() -> Path:
+    """The packaged default policy file."""
+    return Path(str(resources.files("policies").joinpath(DEFAULT_POLICY_NAME)))
+
+
+def load_policy(path: Path | None = None) -> Policy:
+    """Load a policy file (the packaged default when None); PolicyError names file, line and problem."""
+    loaded = load_yaml(path or default_policy_path(), PolicyError, "policy")
+    return validate_yaml(loaded, Policy, PolicyError, "policy")
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the policy format."""
+    schema = Policy.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://assetmint.dev/schemas/policy.json"
+    return schema

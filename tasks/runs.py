@@ -1,0 +1,250 @@
+"""The batch stages as plain functions: prepare a run, generate a chunk, score, select, summarise.
+
+Prefect's flow (flows/batch.py) only puts these in order; they are usable and testable without Prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.model import Policy, load_policy
+from tasks import progress
+from tasks.errors import LedgerError
+from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline, pipeline_kind, prompt_token_overflow
+from tasks.identity import candidate_id
+from tasks.ledger import CandidateScore, Ledger, PlannedCandidate
+from tasks.limits import check_plan
+from tasks.manifest import Plan, load_plan
+from tasks.models import ModelSource, resolve_model
+from tasks.score import clip_score, cosine_rows, encode_images, encode_texts, load_scorer, token_overflow
+from tasks.select import rank_and_select
+from tasks.states import CandidateState, RunStatus
+from tasks.workdir import ensure_writable
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every stage of one run needs to know."""
+
+    run_id: str
+    plan: Plan
+    policy: Policy
+    manifest_sha256: str
+    work_dir: Path
+    run_dir: Path
+    ledger_url: str
+    models: dict[str, ModelSource] = field(default_factory=dict)
+
+    @property
+    def image_dir(self) -> Path:
+        """Where candidate images are written."""
+        return self.run_dir / "candidates"
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run produced, for the CLI and the Prefect artifacts."""
+
+    run_id: str
+    status: str
+    counts: dict[str, int]
+    generated_now: int
+    best: list[dict[str, Any]]
+    run_dir: str
+    ledger_url: str
+    warnings: list[str]
+
+
+@cache
+def ledger_for(url: str) -> Ledger:
+    """One Ledger (engine and connection pool) per database URL per process."""
+    return Ledger.open(url)
+
+
+def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
+    """Load and check manifest and policy and resolve models, touching nothing on disk but the work dir check."""
+    policy = load_policy(policy_path)
+    plan = load_plan(manifest_path)
+    check_plan(plan, policy)
+    work_dir = ensure_writable(policy.resolved_work_dir())
+    models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
+    return RunContext(
+        run_id=plan.run_id,
+        plan=plan,
+        policy=policy,
+        manifest_sha256=hashlib.sha256(manifest_path.read_bytes()).hexdigest(),
+        work_dir=work_dir,
+        run_dir=work_dir / "runs" / plan.run_id,
+        ledger_url=policy.ledger_url(),
+        models=models,
+    )
+
+
+def planned_candidates(ctx: RunContext) -> list[PlannedCandidate]:
+    """Every candidate of the plan with its deterministic id."""
+    planned: list[PlannedCandidate] = []
+    for job in ctx.plan.jobs:
+        source = ctx.models[job.model]
+        kind = pipeline_kind(source)
+        for seed in job.seeds:
+            params = dict(prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
+                          steps=job.steps, guidance=job.guidance, scheduler=job.scheduler, seed=seed)
+            planned.append(PlannedCandidate(
+                candidate_id=candidate_id(model_identity=source.identity, pipeline_kind=kind, **params),
+                job_key=job.job_key, model_ref=job.model, model_identity=source.identity, pipeline_kind=kind,
+                **params,
+            ))
+    return planned
+
+
+def start_run(ctx: RunContext) -> bool:
+    """Record the run and its plan in the ledger (idempotent); True when resuming an earlier run."""
+    ledger = ledger_for(ctx.ledger_url)
+    candidates = planned_candidates(ctx)
+    seen: dict[str, PlannedCandidate] = {}
+    for planned in candidates:
+        if planned.candidate_id in seen:
+            raise LedgerError(f"two candidates of {ctx.plan.source} are identical (seed {planned.seed} of "
+                              f"{planned.prompt!r}); give them different seeds.")
+        seen[planned.candidate_id] = planned
+    jobs = [
+        {k: v for k, v in job.to_dict().items()
+         if k in {"job_key", "prompt_id", "variant", "prompt", "variables", "keep_top_k", "output_format"}}
+        for job in ctx.plan.jobs
+    ]
+    ctx.image_dir.mkdir(parents=True, exist_ok=True)
+    return ledger.start_run(
+        run_id=ctx.run_id, campaign_id=ctx.plan.campaign_id, campaign_name=ctx.plan.campaign_name,
+        manifest_path=str(ctx.plan.source.resolve()), manifest_sha256=ctx.manifest_sha256,
+        policy=ctx.policy.model_dump(mode="json"), run_dir=str(ctx.run_dir), jobs=jobs, candidates=candidates,
+    )
+
+
+def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
+    """Candidates still to generate, in chunks of the policy's chunk size (job order kept, so batches fill)."""
+    rows = ledger_for(ctx.ledger_url).candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
+    order = {job.job_key: i for i, job in enumerate(ctx.plan.jobs)}
+    rows.sort(key=lambda r: (order.get(r.job_key, len(order)), r.seed))
+    specs = [CandidateSpec(candidate_id=r.candidate_id, model_ref=r.model_ref, prompt=r.prompt, negative_prompt=r.negative_prompt,
+                           width=r.width, height=r.height, steps=r.steps, guidance=r.guidance,
+                           scheduler=r.scheduler, seed=r.seed) for r in rows]
+    size = ctx.policy.generation.chunk_size
+    return [specs[i:i + size] for i in range(0, len(specs), size)]
+
+
+def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before: int, total: int) -> int:
+    """Generate one chunk and record it in one transaction; returns how many candidates it produced."""
+    ledger = ledger_for(ctx.ledger_url)
+    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    by_model: dict[str, list[CandidateSpec]] = {}
+    for spec in specs:
+        by_model.setdefault(spec.model_ref, []).append(spec)
+    produced = 0
+    for ref, group in by_model.items():
+        loaded = load_pipeline(ctx.models[ref], runtime)
+        done = done_before + produced
+
+        def advance(count: int) -> None:
+            nonlocal done
+            done += count
+            progress.report("generate", done, total)
+
+        images = generate_candidates(loaded, group, ctx.image_dir, ctx.policy.generation.batch_size, advance)
+        ledger.record_generated(ctx.run_id, images)
+        produced += len(images)
+    return produced
+
+
+def record_prompt_warnings(ctx: RunContext) -> list[str]:
+    """Record, per job, prompts the text encoders will truncate; returns the warnings."""
+    ledger = ledger_for(ctx.ledger_url)
+    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    scorer = load_scorer(ctx.policy.scoring.clip_model, runtime.device)
+    warnings: list[str] = []
+    for job in ctx.plan.jobs:
+        dropped = token_overflow(scorer, job.prompt)
+        loaded = load_pipeline(ctx.models[job.model], runtime)
+        dropped_gen = prompt_token_overflow(loaded, job.prompt)
+        for who, count in (("CLIP scorer", dropped), ("generator text encoder", dropped_gen)):
+            if count:
+                message = f"prompt {job.prompt_id} [{job.variant}] is {count} tokens too long for the {who}; the end is ignored"
+                ledger.add_job_warning(ctx.run_id, job.job_key, message)
+                warnings.append(message)
+    return warnings
+
+
+def score_pending(ctx: RunContext) -> int:
+    """CLIP-score every generated, unscored candidate; embeddings are stored for later stages."""
+    ledger = ledger_for(ctx.ledger_url)
+    scoring = ctx.policy.scoring
+    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    scorer = load_scorer(scoring.clip_model, runtime.device)
+    rows = ledger.candidates(ctx.run_id, [CandidateState.GENERATED])
+    by_prompt: dict[str, list[Any]] = {}
+    for row in rows:
+        by_prompt.setdefault(row.prompt, []).append(row)
+    texts = list(by_prompt)
+    text_vectors = dict(zip(texts, encode_texts(scorer, texts), strict=True)) if texts else {}
+    done = 0
+    for prompt, group in by_prompt.items():
+        for start in range(0, len(group), scoring.batch_size):
+            batch = group[start:start + scoring.batch_size]
+            vectors = encode_images(scorer, [Path(r.image_path) for r in batch], scoring.batch_size)
+            cosines = cosine_rows(vectors, text_vectors[prompt])
+            ledger.record_scores(ctx.run_id, [
+                CandidateScore(candidate_id=row.candidate_id, clip_model=scoring.clip_model,
+                               clip_score=clip_score(cos), clip_cosine=float(cos),
+                               embedding=vector.astype(np.float32).tobytes(), dim=int(vector.shape[0]))
+                for row, vector, cos in zip(batch, vectors, cosines, strict=True)
+            ])
+            done += len(batch)
+            progress.report("score", done, len(rows))
+    return done
+
+
+def select_top(ctx: RunContext) -> int:
+    """Rank each job's scored candidates and select the top k above the policy minimum; returns selected count."""
+    ledger = ledger_for(ctx.ledger_url)
+    rankable = [CandidateState.SCORED, CandidateState.SELECTED, CandidateState.NOT_SELECTED]
+    rows = ledger.candidates(ctx.run_id, rankable)
+    cap = ctx.policy.scoring.top_k
+    selected = 0
+    for job in ctx.plan.jobs:
+        scores = [(r.candidate_id, float(r.clip_score or 0.0)) for r in rows if r.job_key == job.job_key]
+        if not scores:
+            continue
+        keep = min(job.keep_top_k, cap) if cap else job.keep_top_k
+        selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score)
+        ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
+        selected += len(selection.selected)
+    return selected
+
+
+def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], status: RunStatus) -> RunSummary:
+    """Per-prompt best candidates and state counts of the run."""
+    ledger = ledger_for(ctx.ledger_url)
+    best: list[dict[str, Any]] = []
+    for row in ledger.candidates(ctx.run_id, [CandidateState.SELECTED]):
+        job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
+        best.append({"prompt_id": job.prompt_id, "variant": job.variant, "prompt": row.prompt,
+                     "rank": row.rank, "clip_score": row.clip_score, "candidate_id": row.candidate_id,
+                     "seed": row.seed, "image_path": row.image_path, "job_position": ctx.plan.jobs.index(job)})
+    best.sort(key=lambda b: (b["job_position"], b["rank"]))
+    return RunSummary(run_id=ctx.run_id, status=status.value, counts=ledger.state_counts(ctx.run_id),
+                      generated_now=generated_now, best=best, run_dir=str(ctx.run_dir), ledger_url=ctx.ledger_url,
+                      warnings=list(warnings))
+
+
+def finish(ctx: RunContext, summary: RunSummary) -> None:
+    """Record the run attempt's end with its counts."""
+    ledger_for(ctx.ledger_url).finish_run(
+        ctx.run_id, RunStatus(summary.status),
+        {"counts": summary.counts, "generated_now": summary.generated_now, "warnings": summary.warnings},
+    )

@@ -1,0 +1,41 @@
+"""Candidate lifecycle states and the transitions allowed between them (see DESIGN.md, asset lifecycle)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CandidateState(StrEnum):
+    """Where a candidate is in its lifecycle."""
+
+    PLANNED = "planned"
+    GENERATED = "generated"
+    SCORED = "scored"
+    SELECTED = "selected"
+    NOT_SELECTED = "not_selected"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    """Where a run is."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+
+ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
+    CandidateState.PLANNED: frozenset({CandidateState.GENERATED, CandidateState.FAILED}),
+    CandidateState.GENERATED: frozenset({CandidateState.SCORED, CandidateState.FAILED}),
+    CandidateState.SCORED: frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED}),
+    # Selection is recomputed when a run resumes with more candidates, so it may flip either way.
+    CandidateState.SELECTED: frozenset({CandidateState.NOT_SELECTED}),
+    CandidateState.NOT_SELECTED: frozenset({CandidateState.SELECTED}),
+    CandidateState.FAILED: frozenset({CandidateState.GENERATED}),
+}
+
+
+def can_transition(current: CandidateState, target: CandidateState) -> bool:
+    """Whether a candidate may move from `current` to `target`."""
+    return target in ALLOWED_TRANSITIONS.get(current, frozenset())

@@ -1,0 +1,35 @@
+"""Shared fixtures: isolated user directories, a quiet Prefect, and the tiny embedded models built once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache directory shared by the whole session, so the embedded models are built once."""
+    return tmp_path_factory.mktemp("assetmint-cache")
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Never touch the user's real cache, config or work directories."""
+    monkeypatch.setenv("ASSETMINT_CACHE_DIR", str(model_cache))
+    monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "work"))
+
+
+def write(path: Path, text: str) -> Path:
+    """Write `text` to `path` (creating folders) and return the path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

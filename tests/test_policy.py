@@ -1,0 +1,65 @@
+"""Policy loading, unknown keys, and limits applied to plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from flows.cli import main
+from policies.model import load_policy
+from tasks.errors import PolicyError
+from tasks.limits import check_plan
+from tasks.manifest import load_plan
+
+MANIFEST = """\
+campaign: {id: c, name: C}
+defaults: {model: embedded:tiny-sd, width: 512, height: 512, candidates: 2}
+prompts: [{prompt: a cat}]
+"""
+
+
+def test_packaged_default_policy_loads() -> None:
+    policy = load_policy()
+    assert policy.scoring.clip_model == "embedded:tiny-clip"
+    assert policy.generation.allows_model("embedded:tiny-sd")
+    assert not policy.generation.allows_model("someone/else")
+    assert policy.ledger_url().startswith("sqlite:///") and policy.ledger_url().endswith("/ledger.sqlite")
+
+
+def test_unknown_and_wrong_keys_are_errors_with_lines(tmp_path: Path) -> None:
+    path = write(tmp_path / "p.yaml", "scoring:\n  min_score: 0.2\n  topk: 3\ngeneration:\n  max_pixels: lots\n")
+    with pytest.raises(PolicyError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert "has 2 problems" in message
+    assert "p.yaml:3: scoring.topk: unknown key" in message
+    assert "p.yaml:5: generation.max_pixels: Input should be a valid integer" in message
+
+
+def test_unreadable_policy_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match="does not exist"):
+        load_policy(tmp_path / "nope.yaml")
+    with pytest.raises(PolicyError, match="is a directory"):
+        load_policy(tmp_path)
+
+
+def test_plan_limits(tmp_path: Path) -> None:
+    plan = load_plan(write(tmp_path / "m.yaml", MANIFEST))
+    check_plan(plan, load_policy())
+    strict = load_policy(write(tmp_path / "strict.yaml", (
+        "generation:\n  max_pixels: 65536\n  max_candidates_per_run: 1\n  allowed_models: ['org/*']\n")))
+    with pytest.raises(PolicyError) as caught:
+        check_plan(plan, strict)
+    message = str(caught.value)
+    assert "model 'embedded:tiny-sd' is not allowed; allowed_models: org/*" in message
+    assert "512x512 = 262144 pixels, over max_pixels 65536" in message
+    assert "plans 2 candidates, over max_candidates_per_run 1" in message
+
+
+def test_cli_reports_policy_violation_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest = write(tmp_path / "m.yaml", MANIFEST)
+    policy = write(tmp_path / "p.yaml", "generation:\n  max_pixels: 65536\n")
+    assert main(["validate", str(manifest), "--policy", str(policy)]) == 2
+    assert "over max_pixels" in capsys.readouterr().err

@@ -1,0 +1,29 @@
+"""CLIPScore arithmetic and per-job ranking, without loading a model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tasks.score import clip_score, cosine_rows
+from tasks.select import rank_and_select
+
+
+def test_clipscore_matches_hand_computation() -> None:
+    image = np.array([[0.6, 0.8, 0.0]], dtype=np.float32)
+    text = np.array([1.0, 0.0, 0.0], dtype=np.float32)
+    cosine = float(cosine_rows(image, text)[0])
+    assert cosine == pytest.approx(0.6)
+    assert clip_score(cosine) == pytest.approx(1.5)  # 2.5 * 0.6
+    assert clip_score(-0.3) == 0.0  # negative similarity clips to zero
+
+
+def test_rank_and_select_orders_by_score_and_respects_k_and_minimum() -> None:
+    scores = [("c", 0.5), ("a", 0.9), ("b", 0.9), ("d", 0.1)]
+    selection = rank_and_select(scores, keep_top_k=2, min_score=0.2)
+    assert selection.ranks == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert selection.selected == {"a", "b"}
+    assert "outside top 2" in selection.reasons["c"]
+    assert "below minimum" in selection.reasons["d"]
+    strict = rank_and_select(scores, keep_top_k=3, min_score=0.95)
+    assert strict.selected == set()
