@@ -144,18 +144,18 @@ def _print_summary(console: Any, summary: Any) -> None:
 
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()))
     console.print(f"Run [bold]{summary.run_id}[/bold] {summary.status}: {counts}; "
-                  f"{summary.generated_now} generated in this attempt.")
+                  f"{summary.generated_now} generated in this attempt.", soft_wrap=True)
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     table = Table(title="Best candidates per prompt")
-    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "candidate", "image"):
-        table.add_column(column, overflow="fold")
+    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "candidate"):
+        table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "candidate"))
     for best in summary.best:
         table.add_row(best["prompt_id"], best["variant"], str(best["rank"]), f"{best['clip_score']:.4f}",
-                      str(best["seed"]), best["candidate_id"], best["image_path"])
+                      str(best["seed"]), best["candidate_id"])
     console.print(table)
-    console.print(f"Images: {summary.run_dir}/candidates")
-    console.print(f"Ledger: {summary.ledger_url}")
+    console.print(f"Images: {summary.run_dir}/candidates", soft_wrap=True)
+    console.print(f"Ledger: {summary.ledger_url}", soft_wrap=True)
 
 
 # --- ledger views -------------------------------------------------------------------------------------------------
@@ -209,7 +209,7 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
     from rich.table import Table
 
     console.print(f"[bold]{run.run_id}[/bold]  {run.campaign_name}  status {run.status}, attempts {run.attempts}")
-    console.print(f"manifest {run.manifest_path}\nimages {run.run_dir}/candidates")
+    console.print(f"manifest {run.manifest_path}\nimages {run.run_dir}/candidates", soft_wrap=True)
     rows = ledger.candidates(run.run_id)
     for job in ledger.jobs(run.run_id):
         table = Table(title=f"{job.prompt_id} {job.variant}: {job.prompt}", title_justify="left")
@@ -235,11 +235,11 @@ def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
         "CLIP model": row.clip_model, "CLIPScore": row.clip_score, "cosine": row.clip_cosine, "rank": row.rank,
     }
     for name, value in fields.items():
-        console.print(f"{name:>15}: {value if value is not None else '-'}", markup=False)
+        console.print(f"{name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
     console.print(f"{'history':>15}:")
     for entry in ledger.history(row.run_id, row.candidate_id):
         console.print(f"{'':>17}{entry.at:%Y-%m-%d %H:%M:%S} {entry.from_state or '-'} -> {entry.to_state} "
-                      f"{json.dumps(entry.detail) if entry.detail else ''}", markup=False)
+                      f"{json.dumps(entry.detail) if entry.detail else ''}", markup=False, soft_wrap=True)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

@@ -54,6 +54,11 @@ class GenerationPolicy(BaseModel):
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
         "auto", description="Weights dtype; auto is bfloat16/float16 on CUDA and float32 on CPU."
     )
+    batch_invariant: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Run the denoiser per sample so a candidate's pixels do not depend on its batch; auto is on for "
+        "CPU and off for GPUs (where batching gives the throughput).",
+    )
 
     @field_validator("allowed_models")
     @classmethod

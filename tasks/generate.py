@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.batch_invariance import make_batch_invariant
 from tasks.errors import ModelError
 from tasks.ledger import GeneratedImage
 from tasks.models import ModelSource
@@ -31,6 +32,7 @@ class RuntimeChoice:
 
     device: str
     dtype: str
+    batch_invariant: bool = True
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,16 @@ class LoadedPipeline:
     lock: threading.Lock
 
 
-_PIPELINES: dict[tuple[str, str, str], LoadedPipeline] = {}
+_PIPELINES: dict[tuple[str, str, str, bool], LoadedPipeline] = {}
 _PIPELINES_LOCK = threading.Lock()
 
 
-def choose_runtime(device: str = "auto", dtype: str = "auto") -> RuntimeChoice:
-    """Pick device and dtype: CUDA with bf16 (fp16 where bf16 is unsupported), else CPU fp32; explicit values win."""
+def choose_runtime(device: str = "auto", dtype: str = "auto", batch_invariant: str = "auto") -> RuntimeChoice:
+    """Pick device and dtype: CUDA with bf16 (fp16 where bf16 is unsupported), else CPU fp32; explicit values win.
+
+    Batch invariance (see tasks/batch_invariance.py) is on by default on the CPU, where it costs little, and off on
+    accelerators, where batching the denoiser is where the throughput comes from.
+    """
     import torch
 
     if device == "auto":
@@ -89,7 +95,8 @@ def choose_runtime(device: str = "auto", dtype: str = "auto") -> RuntimeChoice:
             dtype = "float16"
         else:
             dtype = "float32"
-    return RuntimeChoice(device=device, dtype=dtype)
+    invariant = device == "cpu" if batch_invariant == "auto" else batch_invariant == "on"
+    return RuntimeChoice(device=device, dtype=dtype, batch_invariant=invariant)
 
 
 def _quiet_libraries() -> None:
@@ -100,11 +107,12 @@ def _quiet_libraries() -> None:
     diffusers_logging.set_verbosity_error()
     diffusers_logging.disable_progress_bar()
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline:
     """Load (once per process) a text-to-image pipeline from a folder or model id."""
-    key = (source.location, runtime.device, runtime.dtype)
+    key = (source.location, runtime.device, runtime.dtype, runtime.batch_invariant)
     with _PIPELINES_LOCK:
         cached = _PIPELINES.get(key)
         if cached is not None:
@@ -113,7 +121,7 @@ def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline
         from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
         _quiet_libraries()
-        kwargs: dict[str, Any] = {"torch_dtype": getattr(torch, runtime.dtype)}
+        kwargs: dict[str, Any] = {"dtype": getattr(torch, runtime.dtype)}
         if source.revision and not source.local:
             kwargs["revision"] = source.revision
         if source.local:
@@ -128,6 +136,8 @@ def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline
             raise ModelError(f"cannot load model {source.ref!r} from {source.location}: {exc}") from None
         pipeline = pipeline.to(runtime.device)
         pipeline.set_progress_bar_config(disable=True)
+        if runtime.batch_invariant:
+            make_batch_invariant(pipeline)
         loaded = LoadedPipeline(
             pipeline=pipeline,
             source=source,
@@ -245,6 +255,7 @@ def generate_candidates(
                         generation={
                             "device": loaded.runtime.device,
                             "dtype": loaded.runtime.dtype,
+                            "batch_invariant": loaded.runtime.batch_invariant,
                             "batch_size": len(batch),
                             "seconds_per_image": round(seconds, 4),
                             "diffusers": diffusers.__version__,

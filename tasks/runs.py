@@ -17,7 +17,7 @@ import numpy as np
 from policies.model import Policy, load_policy
 from tasks import progress
 from tasks.errors import LedgerError
-from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline, pipeline_kind, prompt_token_overflow
+from tasks.generate import CandidateSpec, RuntimeChoice, choose_runtime, generate_candidates, load_pipeline, pipeline_kind, prompt_token_overflow
 from tasks.identity import candidate_id
 from tasks.ledger import CandidateScore, Ledger, PlannedCandidate
 from tasks.limits import check_plan
@@ -139,10 +139,15 @@ def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     return [specs[i:i + size] for i in range(0, len(specs), size)]
 
 
+def _runtime(ctx: RunContext) -> RuntimeChoice:
+    generation = ctx.policy.generation
+    return choose_runtime(generation.device, generation.dtype, generation.batch_invariant)
+
+
 def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before: int, total: int) -> int:
     """Generate one chunk and record it in one transaction; returns how many candidates it produced."""
     ledger = ledger_for(ctx.ledger_url)
-    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    runtime = _runtime(ctx)
     by_model: dict[str, list[CandidateSpec]] = {}
     for spec in specs:
         by_model.setdefault(spec.model_ref, []).append(spec)
@@ -165,7 +170,7 @@ def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before:
 def record_prompt_warnings(ctx: RunContext) -> list[str]:
     """Record, per job, prompts the text encoders will truncate; returns the warnings."""
     ledger = ledger_for(ctx.ledger_url)
-    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    runtime = _runtime(ctx)
     scorer = load_scorer(ctx.policy.scoring.clip_model, runtime.device)
     warnings: list[str] = []
     for job in ctx.plan.jobs:
@@ -184,7 +189,7 @@ def score_pending(ctx: RunContext) -> int:
     """CLIP-score every generated, unscored candidate; embeddings are stored for later stages."""
     ledger = ledger_for(ctx.ledger_url)
     scoring = ctx.policy.scoring
-    runtime = choose_runtime(ctx.policy.generation.device, ctx.policy.generation.dtype)
+    runtime = _runtime(ctx)
     scorer = load_scorer(scoring.clip_model, runtime.device)
     rows = ledger.candidates(ctx.run_id, [CandidateState.GENERATED])
     by_prompt: dict[str, list[Any]] = {}
