@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,10 @@ def run_pipeline(loaded: LoadedPipeline, specs: Sequence[CandidateSpec]) -> list
     # One CPU generator per candidate: the initial noise of a candidate depends only on its seed,
     # never on the batch it happens to share or on the device.
     generators = [torch.Generator(device="cpu").manual_seed(spec.seed) for spec in specs]
-    with loaded.lock, torch.inference_mode():
+    with loaded.lock, torch.inference_mode(), warnings.catch_warnings():
+        # diffusers' sigma schedules call np.array on tensors, which numpy 2 flags; harmless and not ours to fix.
+        warnings.filterwarnings("ignore", message=r".*__array__ implementation doesn't accept a copy keyword",
+                                category=DeprecationWarning)
         _set_scheduler(loaded, first.scheduler)
         result = loaded.pipeline(
             prompt=first.prompt,

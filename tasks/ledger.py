@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -131,6 +132,48 @@ class HistoryRow(Base):
     to_state: Mapped[str] = mapped_column(String(24))
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AssetRow(Base):
+    """A candidate on its way out: its short watermark key and, once finalized, the signed file's facts."""
+
+    __tablename__ = "assets"
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id", "candidate_id"], ["candidates.run_id", "candidates.candidate_id"]),
+        UniqueConstraint("run_id", "candidate_id"),
+    )
+    asset_key: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(96))
+    candidate_id: Mapped[str] = mapped_column(String(32))
+    watermark_method: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    payload_hex: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    final_path: Mapped[str | None] = mapped_column(Text, nullable=True)
+    final_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    mime: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    manifest_label: Mapped[str | None] = mapped_column(Text, nullable=True)
+    validation_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    signer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finalized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+@dataclass(frozen=True)
+class FinalizedAsset:
+    """What finalization produced for one candidate (or why it failed)."""
+
+    candidate_id: str
+    ok: bool
+    reason: str = ""
+    watermark_method: str | None = None
+    payload_hex: str | None = None
+    final_path: str | None = None
+    final_sha256: str | None = None
+    mime: str | None = None
+    manifest_label: str | None = None
+    validation_state: str | None = None
+    signer: str | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -403,6 +446,61 @@ class Ledger:
                 target = CandidateState.SELECTED if candidate_id in selected else CandidateState.NOT_SELECTED
                 if row.state != target:
                     self._move(session, row, target, now, {"rank": rank, "why": reason.get(candidate_id, "")})
+
+    # --- assets ---------------------------------------------------------------------------------------------------
+
+    def assign_asset_keys(self, run_id: str, candidate_ids: Sequence[str], max_key: int) -> dict[str, int]:
+        """Give each candidate a short serial key for its watermark (idempotent); LedgerError past `max_key`."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            existing = {row.candidate_id: row.asset_key for row in session.scalars(
+                select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id.in_(list(candidate_ids))))}
+            for candidate_id in candidate_ids:
+                if candidate_id not in existing:
+                    self._candidate(session, run_id, candidate_id)
+                    row = AssetRow(run_id=run_id, candidate_id=candidate_id, created_at=now, provenance={})
+                    session.add(row)
+                    session.flush()
+                    existing[candidate_id] = row.asset_key
+            too_big = [key for key in existing.values() if key > max_key]
+            if too_big:
+                raise LedgerError(f"asset key {max(too_big)} exceeds what the watermark method can carry ({max_key}); "
+                                  "choose a method with a larger payload (dwtDctSvd carries 32-bit keys).")
+            return existing
+
+    def asset_by_key(self, asset_key: int) -> tuple[AssetRow, CandidateRow] | None:
+        """The asset a watermark key resolves to, with its candidate record; None when no such key was issued."""
+        with self.transaction() as session:
+            asset = session.get(AssetRow, asset_key)
+            if asset is None:
+                return None
+            return asset, self._candidate(session, asset.run_id, asset.candidate_id)
+
+    def assets(self, run_id: str) -> list[AssetRow]:
+        """A run's asset records, by key."""
+        with self.transaction() as session:
+            return list(session.scalars(select(AssetRow).where(AssetRow.run_id == run_id).order_by(AssetRow.asset_key)))
+
+    def record_finalized(self, run_id: str, outcomes: Sequence[FinalizedAsset]) -> None:
+        """Record finalization results: finalized assets with their signed file's facts, failures with why."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            for outcome in outcomes:
+                row = self._candidate(session, run_id, outcome.candidate_id)
+                asset = session.scalars(select(AssetRow).where(
+                    AssetRow.run_id == run_id, AssetRow.candidate_id == outcome.candidate_id)).one()
+                if not outcome.ok:
+                    self._move(session, row, CandidateState.FINALIZE_FAILED, now, {"reason": outcome.reason})
+                    row.error = outcome.reason
+                    continue
+                self._move(session, row, CandidateState.FINALIZED, now, {
+                    "sha256": outcome.final_sha256, "manifest": outcome.manifest_label,
+                    "validation": outcome.validation_state, "watermark": outcome.payload_hex})
+                row.error = None
+                for name in ("watermark_method", "payload_hex", "final_path", "final_sha256", "mime",
+                             "manifest_label", "validation_state", "signer", "provenance"):
+                    setattr(asset, name, getattr(outcome, name))
+                asset.finalized_at = now
 
     # --- internals --------------------------------------------------------------------------------------------
 

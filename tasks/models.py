@@ -109,8 +109,11 @@ def resolve_model(ref: str) -> ModelSource:
         folder = embedded.resolve_embedded(ref)
         if not isinstance(folder, Path):
             raise ModelError(f"{ref!r} is an embedded CLIP model, not a text-to-image pipeline.")
+        marker = embedded.read_marker(folder) or {}
+        # The marker's weights digest ignores library versions written into configs, so ids survive upgrades.
+        digest = marker.get("weights_sha256") or folder_digest(folder)
         return ModelSource(ref=ref, location=str(folder), revision=None,
-                           identity={"name": ref, "digest": folder_digest(folder)}, local=True)
+                           identity={"name": ref, "digest": digest}, local=True)
     if _looks_like_path(ref):
         folder = Path(ref).expanduser().resolve()
         if not folder.is_dir():

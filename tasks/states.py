@@ -13,6 +13,8 @@ class CandidateState(StrEnum):
     SCORED = "scored"
     SELECTED = "selected"
     NOT_SELECTED = "not_selected"
+    FINALIZED = "finalized"
+    FINALIZE_FAILED = "finalize_failed"
     FAILED = "failed"
 
 
@@ -30,7 +32,10 @@ ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
     CandidateState.GENERATED: frozenset({CandidateState.SCORED, CandidateState.FAILED}),
     CandidateState.SCORED: frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED}),
     # Selection is recomputed when a run resumes with more candidates, so it may flip either way.
-    CandidateState.SELECTED: frozenset({CandidateState.NOT_SELECTED}),
+    CandidateState.SELECTED: frozenset(
+        {CandidateState.NOT_SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
+    ),
+    CandidateState.FINALIZE_FAILED: frozenset({CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}),
     CandidateState.NOT_SELECTED: frozenset({CandidateState.SELECTED}),
     CandidateState.FAILED: frozenset({CandidateState.GENERATED}),
 }
