@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -19,6 +19,7 @@ generate_task = task(runs.generate_chunk, name="generate-chunk", cache_policy=NO
 warnings_task = task(runs.record_prompt_warnings, name="check-prompt-lengths", cache_policy=NO_CACHE)
 score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
 select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
+finalize_task = task(runs.finalize_selected, name="finalize", cache_policy=NO_CACHE)
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
@@ -43,19 +44,24 @@ def publish_artifacts(summary: RunSummary) -> None:
 
 @flow(name="assetmint-batch", log_prints=False, validate_parameters=False)
 def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
-    """Generate, score and select every candidate a manifest plans; resumes where an earlier run stopped."""
+    """Generate, score, select and finalize every candidate a manifest plans; resumes where a run stopped."""
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
     with run_lock(ctx.work_dir, ctx.run_id):
         start_task(ctx)
+        notices = runs.run_notices(ctx)
+        for notice in notices:
+            get_run_logger().warning(notice)
         generated = 0
         try:
             chunks = runs.pending_chunks(ctx)
             total = sum(len(chunk) for chunk in chunks)
             for chunk in chunks:
                 generated += generate_task(ctx, chunk, generated, total)
-            warnings = warnings_task(ctx)
+            warnings = notices + warnings_task(ctx)
             score_task(ctx)
             select_task(ctx)
+            if ctx.policy.finalize.enabled:
+                warnings += [f"not finalized: {reason}" for reason in finalize_task(ctx)]
         except BaseException as exc:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))

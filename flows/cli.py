@@ -148,13 +148,15 @@ def _print_summary(console: Any, summary: Any) -> None:
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     table = Table(title="Best candidates per prompt")
-    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "candidate"):
+    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "state", "candidate"):
         table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "candidate"))
     for best in summary.best:
         table.add_row(best["prompt_id"], best["variant"], str(best["rank"]), f"{best['clip_score']:.4f}",
-                      str(best["seed"]), best["candidate_id"])
+                      str(best["seed"]), best["state"], best["candidate_id"])
     console.print(table)
     console.print(f"Images: {summary.run_dir}/candidates", soft_wrap=True)
+    if any(best["state"] == "finalized" for best in summary.best):
+        console.print(f"Finalized (watermarked, signed): {summary.run_dir}/final", soft_wrap=True)
     console.print(f"Ledger: {summary.ledger_url}", soft_wrap=True)
 
 
@@ -267,6 +269,72 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 1
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Verify files' Content Credentials and watermarks against the ledger; exit 1 when any file fails."""
+    from policies.model import load_policy
+    from tasks.ledger import Ledger
+    from tasks.verify import trust_anchors_for, verify_file
+
+    policy = load_policy(_path(args.policy))
+    ledger_url = policy.ledger_url()
+    ledger = Ledger.open(ledger_url)
+    anchors = trust_anchors_for(policy)
+    reports = [verify_file(Path(name), policy, ledger, anchors) for name in args.files]
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reports], indent=2, default=str))
+    else:
+        console = _console()
+        for report in reports:
+            _print_verify(console, report)
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _print_verify(console: Any, report: Any) -> None:
+    verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
+    console.print(f"{verdict} {report.path}", soft_wrap=True)
+    credential = report.credential or {}
+    lines = [("format", report.mime), ("sha256", report.sha256)]
+    if credential:
+        actions = ", ".join(a.get("action", "?") for a in credential.get("actions") or [])
+        lines += [("credential", f"{credential.get('state')} {' '.join(credential.get('status_codes') or [])}"),
+                  ("manifest", credential.get("active_manifest_label")), ("signer", credential.get("signer")),
+                  ("claim generator", credential.get("claim_generator")), ("actions", actions),
+                  ("soft binding", json.dumps(credential.get("soft_binding"))),
+                  ("generation", json.dumps(credential.get("generation_assertion")))]
+    if report.watermark:
+        wm = report.watermark
+        lines.append(("watermark", f"{wm['method']} key {wm['key']} payload {wm['payload']} ({wm['attempt']})"))
+    if report.ledger:
+        lines.append(("ledger", f"asset {report.ledger['candidate_id']} in run {report.ledger['run_id']}, "
+                                f"key {report.ledger['asset_key']}, {report.ledger['state']}"))
+    for name, value in lines:
+        console.print(f"  {name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
+    for problem in report.problems:
+        console.print(f"  [red]problem:[/red] {problem}", soft_wrap=True)
+
+
+def cmd_keys_init(args: argparse.Namespace) -> int:
+    """Create development signing keys (untrusted for production) in the user config directory."""
+    from tasks.keys import init_dev_keys
+
+    _print_keys(init_dev_keys(force=args.force, algorithm=args.algorithm), "created")
+    return 0
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    """Show the development signing keys."""
+    from tasks.keys import show_dev_keys
+
+    _print_keys(show_dev_keys(), "found")
+    return 0
+
+
+def _print_keys(keys: Any, verb: str) -> None:
+    print(f"{verb} DEVELOPMENT signing keys (untrusted for production) in {keys.directory}")
+    for name in ("subject", "algorithm", "not_after", "fingerprint", "chain", "key", "trust_anchor"):
+        print(f"  {name:>12}: {getattr(keys, name)}")
+
+
 def cmd_models_init(args: argparse.Namespace) -> int:
     """Build the embedded default models into the user cache."""
     from tasks.embedded import build_all
@@ -313,6 +381,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("asset_id", metavar="ASSET_ID")
     p.add_argument("--run", help="the run, when the asset id exists in several runs")
     p.add_argument("--out", metavar="PNG", help="also save the regenerated image here")
+    p = command("verify", cmd_verify, "check files' Content Credentials and watermarks against the ledger")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    keys = sub.add_parser("keys", help="development signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("init", help="create a development CA and signing certificate")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
+    p.add_argument("--algorithm", choices=["es256", "ps256", "ed25519"], default="es256")
+    p.set_defaults(handler=cmd_keys_init)
+    p = keys_sub.add_parser("show", help="show the development keys")
+    p.set_defaults(handler=cmd_keys_show)
     models = sub.add_parser("models", help="manage the embedded default models")
     models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
     p = models_sub.add_parser("init", help="build the embedded default models into the user cache")

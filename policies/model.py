@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.finalize import FinalizePolicy
+from policies.signing import SigningPolicy
+from policies.watermark import WatermarkPolicy
 from tasks.errors import PolicyError
 from tasks.yamlfile import load_yaml, validate_yaml
 
@@ -95,6 +98,12 @@ class Policy(BaseModel):
     scoring: ScoringPolicy = Field(default_factory=ScoringPolicy, description="CLIP scoring and selection.")
     generation: GenerationPolicy = Field(default_factory=GenerationPolicy, description="Generation limits.")
     ledger: LedgerPolicy = Field(default_factory=LedgerPolicy, description="Ledger database.")
+    watermark: WatermarkPolicy = Field(default_factory=WatermarkPolicy, description="Invisible watermark.")
+    signing: SigningPolicy = Field(
+        default_factory=SigningPolicy,
+        description="C2PA signing; relative file paths are relative to the policy file's folder.",
+    )
+    finalize: FinalizePolicy = Field(default_factory=FinalizePolicy, description="Delivery encoding and finalize.")
 
     def resolved_work_dir(self) -> Path:
         """The work directory as an absolute path (environment override applied)."""
@@ -113,7 +122,25 @@ def default_policy_path() -> Path:
 def load_policy(path: Path | None = None) -> Policy:
     """Load a policy file (the packaged default when None); PolicyError names file, line and problem."""
     loaded = load_yaml(path or default_policy_path(), PolicyError, "policy")
-    return validate_yaml(loaded, Policy, PolicyError, "policy")
+    policy = validate_yaml(loaded, Policy, PolicyError, "policy")
+    return _with_paths_relative_to(policy, loaded.path.parent)
+
+
+def _with_paths_relative_to(policy: Policy, folder: Path) -> Policy:
+    """Resolve the signing section's relative file paths against the policy file's folder."""
+    signing = policy.signing
+
+    def absolute(value: str | None) -> str | None:
+        if value is None or Path(value).expanduser().is_absolute():
+            return value
+        return str((folder / value).resolve())
+
+    updated = signing.model_copy(update={
+        "certificate_chain": absolute(signing.certificate_chain),
+        "private_key": absolute(signing.private_key),
+        "trust_anchors": [absolute(p) or p for p in signing.trust_anchors],
+    })
+    return policy.model_copy(update={"signing": updated})
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -456,7 +456,7 @@ def load_signer(policy: "SigningPolicy", dev_keys_dir: Path | None = None) -> Si
             raise SigningConfigError(f"c2pa rejected the callback signer {key_source}: {exc}") from None
 
     if is_development:
-        log.warning(
+        log.info(
             "signing with the AssetMint DEVELOPMENT certificate %r (untrusted for production)", handle.common_name
         )
     return handle
@@ -520,6 +520,22 @@ def _json_safe(value: Any, where: str) -> Any:
         raise ProvenanceError(f"{where} is not JSON-serializable: {exc}") from None
 
 
+def _numeric_array_path(value: Any, path: str = "$") -> str | None:
+    """Path of the first non-empty array of numbers in ``value``, or None.
+
+    c2pa-python 0.38 (c2pa-rs 0.91) writes a JSON array of numbers into CBOR as a byte string, truncating every
+    element to a byte (``[256, 256]`` reads back as ``"AAA="``), so such arrays must not reach an assertion.
+    """
+    if isinstance(value, list):
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+            return path
+        items = enumerate(value)
+        return next((found for i, v in items if (found := _numeric_array_path(v, f"{path}[{i}]"))), None)
+    if isinstance(value, dict):
+        return next((found for k, v in value.items() if (found := _numeric_array_path(v, f"{path}.{k}"))), None)
+    return None
+
+
 def _find_text(value: Any, needle: str, path: str = "$") -> str | None:
     """Path of the first string (key or value) in ``value`` that is, or (for long needles) contains, ``needle``."""
     if isinstance(value, str):
@@ -548,6 +564,12 @@ def build_manifest_definition(
     version = assetmint_version()
 
     generation = _json_safe(dict(asset.generation), "the generation assertion")
+    numeric = _numeric_array_path(generation)
+    if numeric:
+        raise ProvenanceError(
+            f"the generation assertion holds an array of numbers at {numeric}; c2pa stores those as byte strings "
+            "and loses them: use an object (e.g. {width, height}) instead"
+        )
     prompts = {"prompt": asset.prompt, "negative_prompt": asset.negative_prompt}
     for name, text in prompts.items():
         generation.pop(name, None)

@@ -74,6 +74,8 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     plan = load_plan(manifest_path)
     check_plan(plan, policy)
     work_dir = ensure_writable(policy.resolved_work_dir())
+    if policy.finalize.enabled:
+        check_signer(policy)
     models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
     return RunContext(
         run_id=plan.run_id,
@@ -85,6 +87,14 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
         ledger_url=policy.ledger_url(),
         models=models,
     )
+
+
+def check_signer(policy: Policy) -> None:
+    """Load the configured signer once, so a bad certificate or key fails before anything is generated."""
+    from tasks.provenance import load_signer
+
+    with load_signer(policy.signing):
+        pass
 
 
 def planned_candidates(ctx: RunContext) -> list[PlannedCandidate]:
@@ -217,7 +227,8 @@ def score_pending(ctx: RunContext) -> int:
 def select_top(ctx: RunContext) -> int:
     """Rank each job's scored candidates and select the top k above the policy minimum; returns selected count."""
     ledger = ledger_for(ctx.ledger_url)
-    rankable = [CandidateState.SCORED, CandidateState.SELECTED, CandidateState.NOT_SELECTED]
+    finalizing = {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
+    rankable = [CandidateState.SCORED, CandidateState.SELECTED, CandidateState.NOT_SELECTED, *finalizing]
     rows = ledger.candidates(ctx.run_id, rankable)
     cap = ctx.policy.scoring.top_k
     selected = 0
@@ -226,7 +237,8 @@ def select_top(ctx: RunContext) -> int:
         if not scores:
             continue
         keep = min(job.keep_top_k, cap) if cap else job.keep_top_k
-        selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score)
+        locked = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state in finalizing)
+        selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
         selected += len(selection.selected)
     return selected
@@ -236,11 +248,13 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
     """Per-prompt best candidates and state counts of the run."""
     ledger = ledger_for(ctx.ledger_url)
     best: list[dict[str, Any]] = []
-    for row in ledger.candidates(ctx.run_id, [CandidateState.SELECTED]):
+    chosen = [CandidateState.SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED]
+    for row in ledger.candidates(ctx.run_id, chosen):
         job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
         best.append({"prompt_id": job.prompt_id, "variant": job.variant, "prompt": row.prompt,
                      "rank": row.rank, "clip_score": row.clip_score, "candidate_id": row.candidate_id,
-                     "seed": row.seed, "image_path": row.image_path, "job_position": ctx.plan.jobs.index(job)})
+                     "seed": row.seed, "image_path": row.image_path, "state": row.state,
+                     "job_position": ctx.plan.jobs.index(job)})
     best.sort(key=lambda b: (b["job_position"], b["rank"]))
     return RunSummary(run_id=ctx.run_id, status=status.value, counts=ledger.state_counts(ctx.run_id),
                       generated_now=generated_now, best=best, run_dir=str(ctx.run_dir), ledger_url=ctx.ledger_url,
@@ -253,3 +267,73 @@ def finish(ctx: RunContext, summary: RunSummary) -> None:
         ctx.run_id, RunStatus(summary.status),
         {"counts": summary.counts, "generated_now": summary.generated_now, "warnings": summary.warnings},
     )
+
+
+def finalize_selected(ctx: RunContext) -> list[str]:
+    """Watermark, encode, sign and validate every selected candidate not yet finalized; returns failure reasons."""
+    from tasks import keys
+    from tasks.finalize import EXTENSION_BY_FORMAT, FinalizeJob, finalize_many
+    from tasks.watermark import max_key
+
+    ledger = ledger_for(ctx.ledger_url)
+    policy = ctx.policy
+    rows = ledger.candidates(ctx.run_id, [CandidateState.SELECTED, CandidateState.FINALIZE_FAILED])
+    if not rows:
+        return []
+    dev_keys_dir: str | None = None
+    if policy.signing.uses_development_keys:
+        dev, _ = keys.ensure_dev_keys(algorithm=policy.signing.algorithm)
+        dev_keys_dir = str(dev.directory)
+    asset_keys = ledger.assign_asset_keys(ctx.run_id, [r.candidate_id for r in rows], max_key(policy.watermark.method))
+    jobs_by_key = {job.job_key: job for job in ctx.plan.jobs}
+    now = ledger.clock.now().isoformat()
+    work: list[FinalizeJob] = []
+    for row in rows:
+        job = jobs_by_key[row.job_key]
+        generation = {
+            "campaign": {"id": ctx.plan.campaign_id, "name": ctx.plan.campaign_name},
+            "run_id": ctx.run_id,
+            "prompt_id": job.prompt_id,
+            "variant": job.variant,
+            "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
+            "seed": row.seed, "steps": row.steps, "guidance": row.guidance, "scheduler": row.scheduler,
+            "size": {"width": row.width, "height": row.height},
+            "pixel_sha256": row.pixel_sha256,
+            # Rounded: c2pa stores a float that fits float32 exactly as float32, and float32-born scores do.
+            "clip": {"model": row.clip_model, "score": round(row.clip_score or 0.0, 6),
+                     "cosine": round(row.clip_cosine or 0.0, 6), "rank": row.rank},
+            "safety": {"screened": False, "reason": "this AssetMint version has no safety filters"},
+            "review": {"decision": "auto-approved", "by": "policy (top-k selection)", "at": now},
+        }
+        work.append(FinalizeJob(
+            run_id=ctx.run_id, candidate_id=row.candidate_id, asset_key=asset_keys[row.candidate_id],
+            image_path=str(row.image_path), output_format=job.output_format,
+            final_path=str(ctx.run_dir / "final" / f"{row.candidate_id}.{EXTENSION_BY_FORMAT[job.output_format]}"),
+            prompt=row.prompt, negative_prompt=row.negative_prompt, model_name=row.model_ref,
+            title=f"{ctx.plan.campaign_name}: {job.prompt_id} {job.variant}".strip(), generation=generation,
+            watermark=policy.watermark, signing=policy.signing, finalize=policy.finalize, dev_keys_dir=dev_keys_dir,
+        ))
+    done: list[Any] = []
+    failures: list[str] = []
+
+    def record(outcome: Any) -> None:
+        done.append(outcome)
+        if not outcome.ok:
+            failures.append(f"{outcome.candidate_id}: {outcome.reason}")
+        progress.report("finalize", len(done), len(work))
+
+    outcomes = finalize_many(work, policy.finalize.workers, record)
+    ledger.record_finalized(ctx.run_id, outcomes)
+    return failures
+
+
+def run_notices(ctx: RunContext) -> list[str]:
+    """Loud notices about provenance turned off or weakened by the policy; recorded with the run."""
+    notices: list[str] = []
+    if not ctx.policy.finalize.enabled:
+        notices.append("finalize is OFF in the policy: selected candidates are not watermarked or signed")
+    if not ctx.policy.watermark.enabled:
+        notices.append("invisible watermarking is OFF in the policy: finalized assets carry no watermark")
+    if ctx.policy.signing.uses_development_keys:
+        notices.append("signing with DEVELOPMENT keys (untrusted for production); see `assetmint keys show`")
+    return notices

@@ -58,7 +58,7 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
     manifest = write(tmp_path / "m.yaml", MANIFEST)
     summary = batch_flow(manifest=str(manifest), policy=str(policy))
     assert summary.status == "completed" and summary.generated_now == 6
-    assert summary.counts == {"selected": 4, "not_selected": 2}
+    assert summary.counts == {"finalized": 4, "not_selected": 2}
     ledger = _ledger(tmp_path)
     rows = ledger.candidates(summary.run_id)
     assert len(rows) == 6 and len({r.candidate_id for r in rows}) == 6
@@ -66,13 +66,14 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
         members = sorted((r for r in rows if r.job_key == job_key), key=lambda r: r.rank)
         assert [r.rank for r in members] == [1, 2, 3]
         assert members[0].clip_score >= members[1].clip_score >= members[2].clip_score
-        assert [r.state for r in members] == ["selected", "selected", "not_selected"]
+        assert [r.state for r in members] == ["finalized", "finalized", "not_selected"]
     for row in rows:
         assert Path(row.image_path).is_file() and row.image_path.startswith(summary.run_dir)
         assert row.clip_score == pytest.approx(2.5 * max(row.clip_cosine, 0.0))
         assert row.model_identity["name"] == "embedded:tiny-sd" and len(row.model_identity["digest"]) == 64
         assert row.generation["device"] == "cpu" and row.generation["batch_invariant"] is True
-        assert [h.to_state for h in ledger.history(row.run_id, row.candidate_id)][:3] == ["planned", "generated", "scored"]
+        expected = ["planned", "generated", "scored"] + (["selected", "finalized"] if row.rank <= 2 else ["not_selected"])
+        assert [h.to_state for h in ledger.history(row.run_id, row.candidate_id)] == expected
     assert len(ledger.embeddings(summary.run_id, "embedded:tiny-clip")) == 6
 
     import asyncio
@@ -122,7 +123,7 @@ def test_interrupted_run_resumes_without_duplicates(
     monkeypatch.setattr(batch.generate_task, "fn", real_generate)
     summary = batch.batch_flow(manifest=str(manifest), policy=str(policy))
     assert summary.generated_now == 4
-    assert summary.counts == {"selected": 4, "not_selected": 2}
+    assert summary.counts == {"finalized": 4, "not_selected": 2}
     files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work/runs" / run_id / "candidates").iterdir()}
     assert len(files) == 6 and all(files[name] == mtime for name, mtime in first_files.items())
     assert ledger.run(run_id).attempts == 2

@@ -27,3 +27,11 @@ def test_rank_and_select_orders_by_score_and_respects_k_and_minimum() -> None:
     assert "below minimum" in selection.reasons["d"]
     strict = rank_and_select(scores, keep_top_k=3, min_score=0.95)
     assert strict.selected == set()
+
+
+def test_finalized_candidates_keep_their_slot_and_rank() -> None:
+    scores = [("new", 0.95), ("done", 0.9), ("c", 0.5)]
+    selection = rank_and_select(scores, keep_top_k=2, min_score=0.0, locked=frozenset({"done"}))
+    assert "done" not in selection.ranks
+    assert selection.ranks == {"new": 1, "c": 3}
+    assert selection.selected == {"new"}

@@ -1,0 +1,48 @@
+"""The `watermark` section of a policy: whether and how finalized assets get an invisible watermark."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.watermark import MIN_SIDE, WatermarkMethod
+
+Side = Annotated[int, Field(ge=MIN_SIDE, le=65535)]
+
+
+class WatermarkPolicy(BaseModel):
+    """How finalized assets are watermarked and how audits look for the mark."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(
+        default=True,
+        description=(
+            "Embed an invisible watermark carrying the asset's ledger key before signing. Turning it off "
+            "is recorded on every asset and in its Content Credential (no c2pa.watermarked action)."
+        ),
+    )
+    method: WatermarkMethod = Field(
+        default=WatermarkMethod.DWT_DCT_SVD,
+        description=(
+            "invisible-watermark algorithm. dwtDctSvd (default): 64-bit payload, survives JPEG/WebP and "
+            "resizing when scaled back, ~0.1 s per 1024 px image. dwtDct: faster but fragile (fails on "
+            "some clean photos and under JPEG). rivaGan: 32-bit payload (keys up to 65,535, weaker check "
+            "bits), needs onnxruntime, seconds per image on CPU."
+        ),
+    )
+    upscale_small: bool = Field(
+        default=False,
+        description=(
+            f"Allow upscaling images smaller than {MIN_SIDE} px on a side so they can be watermarked. "
+            "When false such images are refused, never published unmarked."
+        ),
+    )
+    audit_rescale_sizes: list[tuple[Side, Side]] = Field(
+        default_factory=list,
+        description=(
+            "Extra (width, height) sizes an audit rescales an image to when its watermark does not decode "
+            f"as it is, e.g. the sizes this deployment generates. Each side at least {MIN_SIDE} px."
+        ),
+    )

@@ -1,0 +1,143 @@
+"""Finalize stage and `assetmint verify` on assets produced by the real batch flow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import write
+from flows.cli import main
+from tasks.ledger import Ledger
+
+MANIFEST = """\
+campaign: {id: fin, name: Finalize}
+defaults:
+  model: embedded:tiny-sd
+  width: 256
+  height: 256
+  steps: 2
+  candidates: 2
+  base_seed: 3
+  keep_top_k: 1
+prompts:
+  - {id: png, prompt: a red cube, output_format: png}
+  - {id: jpeg, prompt: a blue ball, output_format: jpeg}
+  - {id: webp, prompt: a green cone, output_format: webp}
+  - {id: small, prompt: a tiny badge, width: 192, height: 192}
+"""
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Path]]:
+    root = tmp_path_factory.mktemp("finalize")
+    env = {"ASSETMINT_CACHE_DIR": str(model_cache), "ASSETMINT_CONFIG_DIR": str(root / "config"),
+           "ASSETMINT_WORK_DIR": str(root / "work")}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(["run", str(write(root / "m.yaml", MANIFEST))]) == 0
+    ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
+    run_id = ledger.runs()[0].run_id
+    finals = {a.mime: Path(a.final_path) for a in ledger.assets(run_id) if a.final_path}
+    yield {"root": root, **{mime.split("/")[1]: path for mime, path in finals.items()}}
+
+
+@pytest.fixture
+def same_env(produced: dict[str, Path], model_cache: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
+    root = produced["root"]
+    monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(root / "config"))
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", str(root / "work"))
+    return produced
+
+
+def test_every_format_is_finalized_and_small_images_are_refused(same_env: dict[str, Path]) -> None:
+    assert {"png", "jpeg", "webp"} <= set(same_env)
+    ledger = Ledger.open(f"sqlite:///{same_env['root']}/work/ledger.sqlite")
+    run_id = ledger.runs()[0].run_id
+    counts = ledger.state_counts(run_id)
+    assert counts["finalized"] == 3 and counts["finalize_failed"] == 1
+    failed = ledger.candidates(run_id, ["finalize_failed"])[0]
+    assert "192x192" in failed.error and "256 px" in failed.error
+    assert not (Path(ledger.runs()[0].run_dir) / "final" / f"{failed.candidate_id}.png").exists()
+    for asset in ledger.assets(run_id):
+        if asset.final_path:
+            assert asset.validation_state == "Trusted" and asset.payload_hex and asset.manifest_label
+            assert asset.provenance["signer_is_development"] is True
+
+
+def test_verify_passes_untouched_assets(same_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    files = [str(same_env[f]) for f in ("png", "jpeg", "webp")]
+    assert main(["verify", "--json", *files]) == 0
+    reports = json.loads(capsys.readouterr().out)
+    for report in reports:
+        assert report["ok"], report["problems"]
+        assert report["credential"]["state"] == "Trusted"
+        assert report["watermark"]["payload"] == report["credential"]["soft_binding"]["blocks"][0]["value"]
+        assert report["ledger"]["candidate_id"] == report["credential"]["generation_assertion"]["asset_id"]
+        assert "a red cube" not in json.dumps(report["credential"])  # prompt text is confidential by default
+        actions = [a["action"] for a in report["credential"]["actions"]]
+        assert actions[:2] == ["c2pa.created", "c2pa.watermarked"]
+    assert main(["verify", files[0]]) == 0
+    assert "Trusted" in capsys.readouterr().out
+
+
+def _flip_last_pixel_byte_png(source: Path, target: Path) -> None:
+    data = bytearray(source.read_bytes())
+    idat = data.rfind(b"IDAT")
+    data[idat + 12] ^= 0x01  # inside the compressed pixel data, far from the manifest chunk
+    target.write_bytes(bytes(data))
+
+
+def test_tampering_and_stripping_are_reported(same_env: dict[str, Path], tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    tampered = tmp_path / "tampered.png"
+    _flip_last_pixel_byte_png(same_env["png"], tampered)
+    stripped = tmp_path / "stripped.jpg"
+    with Image.open(same_env["png"]) as image:
+        image.convert("RGB").save(stripped, quality=90)  # re-encoded, metadata gone
+    foreign = tmp_path / "foreign.png"
+    Image.effect_noise((300, 300), 40).convert("RGB").save(foreign)
+    not_image = write(tmp_path / "notes.txt", "hello")
+    assert main(["verify", "--json", str(tampered), str(stripped), str(foreign), str(not_image)]) == 1
+    by_name = {Path(r["path"]).name: r for r in json.loads(capsys.readouterr().out)}
+    assert by_name["tampered.png"]["credential"]["state"] == "Invalid"
+    assert any("Invalid" in p for p in by_name["tampered.png"]["problems"])
+    assert by_name["stripped.jpg"]["credential"]["state"] == "NoManifest"
+    assert by_name["stripped.jpg"]["ledger"]["candidate_id"]  # the watermark still identifies the asset
+    assert any("no AssetMint watermark" in p for p in by_name["foreign.png"]["problems"])
+    assert by_name["notes.txt"]["problems"] == ["not a PNG, JPEG or WebP image"]
+
+
+def test_unknown_key_and_untrusted_signer(same_env: dict[str, Path], tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "asset.png"
+    shutil.copy(same_env["png"], copy)
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "empty-ledger"))
+    assert main(["verify", "--json", str(copy)]) == 1
+    report = json.loads(capsys.readouterr().out)[0]
+    assert any("resolves to no record" in p for p in report["problems"])
+
+    from tasks.keys import init_dev_keys
+
+    other = init_dev_keys(tmp_path / "other-keys")
+    policy = write(tmp_path / "p.yaml", (
+        f"signing:\n  certificate_chain: {other.chain}\n  private_key: {other.key}\n"
+        f"  trust_anchors: [{other.trust_anchor}]\n"))
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", str(same_env["root"] / "work"))
+    assert main(["verify", "--json", "--policy", str(policy), str(copy)]) == 1
+    report = json.loads(capsys.readouterr().out)[0]
+    assert report["credential"]["state"] == "Valid"
+    assert "signingCredential.untrusted" in report["credential"]["status_codes"]
+
+
+def test_bad_signing_configuration_fails_before_generation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write(tmp_path / "p.yaml", "signing:\n  certificate_chain: missing-chain.pem\n  private_key: key.pem\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 2
+    err = capsys.readouterr().err
+    assert "missing-chain.pem" in err and "Traceback" not in err
+    assert not (tmp_path / "work" / "ledger.sqlite").exists()
