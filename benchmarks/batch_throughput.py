@@ -58,9 +58,15 @@ def raw_loop(prompts: int, per_prompt: int, size: int, steps: int, batch: int, o
     for p in range(prompts):
         for start in range(0, per_prompt, batch):
             seeds = list(range(start, min(per_prompt, start + batch)))
-            images = pipe(prompt=f"a thing{p} on a table", width=size, height=size, num_inference_steps=steps,
-                          guidance_scale=5.0, num_images_per_prompt=len(seeds),
-                          generator=[torch.Generator("cpu").manual_seed(s) for s in seeds]).images
+            images = pipe(
+                prompt=f"a thing{p} on a table",
+                width=size,
+                height=size,
+                num_inference_steps=steps,
+                guidance_scale=5.0,
+                num_images_per_prompt=len(seeds),
+                generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+            ).images
             for seed, image in zip(seeds, images, strict=True):
                 image.save(out / f"{p}-{seed}.png")
     return time.perf_counter() - began
@@ -89,8 +95,12 @@ def flow_generation(manifest: Path, policy: Path) -> tuple[float, float]:
 def peak_rss_of_run(manifest: Path, policy: Path, env: dict[str, str]) -> tuple[float, float]:
     """Run `assetmint run` in a child; returns (seconds, peak RSS in MiB)."""
     began = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flows.cli", "run", str(manifest), "--policy", str(policy)],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "flows.cli", "run", str(manifest), "--policy", str(policy)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     seconds = time.perf_counter() - began
     return seconds, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -119,7 +129,9 @@ def main() -> None:
         print(f"images: {count} at {size}x{size}, {steps} steps, batch {batch}, CPU")
         print(f"raw diffusers loop : {count / raw:7.2f} images/s ({raw:.2f} s)")
         print(f"batch flow, generation stage: {count / generation:7.2f} images/s ({generation:.2f} s incl. flow start)")
-        print(f"batch flow, whole run (+ CLIP scoring, selection, artifacts): {count / whole:7.2f} images/s ({whole:.2f} s)")
+        print(
+            f"batch flow, whole run (+ scoring, selection, finalize): {count / whole:7.2f} images/s ({whole:.2f} s)"
+        )
         print(f"throughput ratio (flow generation / raw): {raw / generation:.3f}x")
         print(f"orchestration overhead per image: {(generation - raw) / count * 1000:.1f} ms")
         big = write_manifest(root, 10, large // 10, size, 1)

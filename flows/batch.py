@@ -28,15 +28,29 @@ def publish_artifacts(summary: RunSummary) -> None:
     key = "".join(c if c.isalnum() else "-" for c in summary.run_id.lower())
     create_table_artifact(
         key=f"ranking-{key}",
-        table=[{"prompt": b["prompt_id"], "variant": b["variant"], "rank": b["rank"],
-                "clip_score": round(b["clip_score"] or 0.0, 4), "seed": b["seed"], "candidate": b["candidate_id"]}
-               for b in summary.best],
+        table=[
+            {
+                "prompt": b["prompt_id"],
+                "variant": b["variant"],
+                "rank": b["rank"],
+                "clip_score": round(b["clip_score"] or 0.0, 4),
+                "seed": b["seed"],
+                "candidate": b["candidate_id"],
+            }
+            for b in summary.best
+        ],
         description=f"Selected candidates of run {summary.run_id}, best first per prompt.",
     )
     counts = ", ".join(f"{state}: {n}" for state, n in sorted(summary.counts.items()))
-    lines = [f"# Run {summary.run_id}", "", f"Status: **{summary.status}**; {counts}.",
-             f"Generated in this attempt: {summary.generated_now}.", "", f"Images: `{summary.run_dir}`",
-             f"Ledger: `{summary.ledger_url}`"]
+    lines = [
+        f"# Run {summary.run_id}",
+        "",
+        f"Status: **{summary.status}**; {counts}.",
+        f"Generated in this attempt: {summary.generated_now}.",
+        "",
+        f"Images: `{summary.run_dir}`",
+        f"Ledger: `{summary.ledger_url}`",
+    ]
     if summary.warnings:
         lines += ["", "## Warnings", *(f"- {w}" for w in summary.warnings)]
     create_markdown_artifact(key=f"summary-{key}", markdown="\n".join(lines), description="Run summary")

@@ -65,8 +65,18 @@ def cmd_plan(args: argparse.Namespace) -> int:
         table.add_column(column, overflow="fold", no_wrap=column != "prompt")
     for index, job in enumerate(plan.jobs, start=1):
         seeds = ", ".join(map(str, job.seeds)) if len(job.seeds) <= 2 else f"{job.seeds[0]}-{job.seeds[-1]}"
-        table.add_row(str(index), job.prompt_id, job.prompt, f"{job.width}x{job.height}", str(len(job.seeds)), seeds,
-                      str(job.steps), f"{job.guidance:g}", job.scheduler, str(job.keep_top_k))
+        table.add_row(
+            str(index),
+            job.prompt_id,
+            job.prompt,
+            f"{job.width}x{job.height}",
+            str(len(job.seeds)),
+            seeds,
+            str(job.steps),
+            f"{job.guidance:g}",
+            job.scheduler,
+            str(job.keep_top_k),
+        )
     console = _console()
     console.print(table)
     console.print(f"{len(plan.jobs)} jobs, {plan.candidate_count} candidates; nothing generated.")
@@ -131,8 +141,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_context(Path(args.manifest), _path(args.policy))  # fail fast, before Prefect starts, on bad input
     from flows.batch import batch_flow
 
-    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(),
-               _RateColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bars, progress.progress_sink(_RichProgress(bars)):
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)
@@ -143,16 +158,26 @@ def _print_summary(console: Any, summary: Any) -> None:
     from rich.table import Table
 
     counts = ", ".join(f"{n} {state}" for state, n in sorted(summary.counts.items()))
-    console.print(f"Run [bold]{summary.run_id}[/bold] {summary.status}: {counts}; "
-                  f"{summary.generated_now} generated in this attempt.", soft_wrap=True)
+    console.print(
+        f"Run [bold]{summary.run_id}[/bold] {summary.status}: {counts}; "
+        f"{summary.generated_now} generated in this attempt.",
+        soft_wrap=True,
+    )
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     table = Table(title="Best candidates per prompt")
     for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "state", "candidate"):
         table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "candidate"))
     for best in summary.best:
-        table.add_row(best["prompt_id"], best["variant"], str(best["rank"]), f"{best['clip_score']:.4f}",
-                      str(best["seed"]), best["state"], best["candidate_id"])
+        table.add_row(
+            best["prompt_id"],
+            best["variant"],
+            str(best["rank"]),
+            f"{best['clip_score']:.4f}",
+            str(best["seed"]),
+            best["state"],
+            best["candidate_id"],
+        )
     console.print(table)
     console.print(f"Images: {summary.run_dir}/candidates", soft_wrap=True)
     if any(best["state"] == "finalized" for best in summary.best):
@@ -180,8 +205,14 @@ def cmd_runs(args: argparse.Namespace) -> int:
         table.add_column(column)
     for run in ledger.runs():
         counts = ledger.state_counts(run.run_id)
-        table.add_row(run.run_id, run.campaign_name, run.status, str(run.attempts),
-                      run.updated_at.strftime("%Y-%m-%d %H:%M"), ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        table.add_row(
+            run.run_id,
+            run.campaign_name,
+            run.status,
+            str(run.attempts),
+            run.updated_at.strftime("%Y-%m-%d %H:%M"),
+            ", ".join(f"{n} {s}" for s, n in sorted(counts.items())),
+        )
     _console().print(table)
     return 0
 
@@ -219,9 +250,14 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
             table.add_column(column)
         members = sorted((r for r in rows if r.job_key == job.job_key), key=lambda r: (r.rank or 10**9, r.seed))
         for row in members:
-            table.add_row(str(row.rank or "-"), f"{row.clip_score:.4f}" if row.clip_score is not None else "-",
-                          f"{row.clip_cosine:.4f}" if row.clip_cosine is not None else "-", str(row.seed), row.state,
-                          row.candidate_id)
+            table.add_row(
+                str(row.rank or "-"),
+                f"{row.clip_score:.4f}" if row.clip_score is not None else "-",
+                f"{row.clip_cosine:.4f}" if row.clip_cosine is not None else "-",
+                str(row.seed),
+                row.state,
+                row.candidate_id,
+            )
         console.print(table)
         for warning in job.warnings:
             console.print(f"  [yellow]warning:[/yellow] {warning}")
@@ -229,19 +265,38 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
 
 def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
     fields = {
-        "candidate": row.candidate_id, "run": row.run_id, "state": row.state, "prompt": row.prompt,
-        "negative prompt": row.negative_prompt, "model": row.model_ref, "model identity": json.dumps(row.model_identity),
-        "pipeline": row.pipeline_kind, "size": f"{row.width}x{row.height}", "steps": row.steps,
-        "guidance": row.guidance, "scheduler": row.scheduler, "seed": row.seed, "image": row.image_path,
-        "image sha256": row.image_sha256, "pixel sha256": row.pixel_sha256, "generation": json.dumps(row.generation),
-        "CLIP model": row.clip_model, "CLIPScore": row.clip_score, "cosine": row.clip_cosine, "rank": row.rank,
+        "candidate": row.candidate_id,
+        "run": row.run_id,
+        "state": row.state,
+        "prompt": row.prompt,
+        "negative prompt": row.negative_prompt,
+        "model": row.model_ref,
+        "model identity": json.dumps(row.model_identity),
+        "pipeline": row.pipeline_kind,
+        "size": f"{row.width}x{row.height}",
+        "steps": row.steps,
+        "guidance": row.guidance,
+        "scheduler": row.scheduler,
+        "seed": row.seed,
+        "image": row.image_path,
+        "image sha256": row.image_sha256,
+        "pixel sha256": row.pixel_sha256,
+        "generation": json.dumps(row.generation),
+        "CLIP model": row.clip_model,
+        "CLIPScore": row.clip_score,
+        "cosine": row.clip_cosine,
+        "rank": row.rank,
     }
     for name, value in fields.items():
         console.print(f"{name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
     console.print(f"{'history':>15}:")
     for entry in ledger.history(row.run_id, row.candidate_id):
-        console.print(f"{'':>17}{entry.at:%Y-%m-%d %H:%M:%S} {entry.from_state or '-'} -> {entry.to_state} "
-                      f"{json.dumps(entry.detail) if entry.detail else ''}", markup=False, soft_wrap=True)
+        console.print(
+            f"{'':>17}{entry.at:%Y-%m-%d %H:%M:%S} {entry.from_state or '-'} -> {entry.to_state} "
+            f"{json.dumps(entry.detail) if entry.detail else ''}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -296,17 +351,26 @@ def _print_verify(console: Any, report: Any) -> None:
     lines = [("format", report.mime), ("sha256", report.sha256)]
     if credential:
         actions = ", ".join(a.get("action", "?") for a in credential.get("actions") or [])
-        lines += [("credential", f"{credential.get('state')} {' '.join(credential.get('status_codes') or [])}"),
-                  ("manifest", credential.get("active_manifest_label")), ("signer", credential.get("signer")),
-                  ("claim generator", credential.get("claim_generator")), ("actions", actions),
-                  ("soft binding", json.dumps(credential.get("soft_binding"))),
-                  ("generation", json.dumps(credential.get("generation_assertion")))]
+        lines += [
+            ("credential", f"{credential.get('state')} {' '.join(credential.get('status_codes') or [])}"),
+            ("manifest", credential.get("active_manifest_label")),
+            ("signer", credential.get("signer")),
+            ("claim generator", credential.get("claim_generator")),
+            ("actions", actions),
+            ("soft binding", json.dumps(credential.get("soft_binding"))),
+            ("generation", json.dumps(credential.get("generation_assertion"))),
+        ]
     if report.watermark:
         wm = report.watermark
         lines.append(("watermark", f"{wm['method']} key {wm['key']} payload {wm['payload']} ({wm['attempt']})"))
     if report.ledger:
-        lines.append(("ledger", f"asset {report.ledger['candidate_id']} in run {report.ledger['run_id']}, "
-                                f"key {report.ledger['asset_key']}, {report.ledger['state']}"))
+        lines.append(
+            (
+                "ledger",
+                f"asset {report.ledger['candidate_id']} in run {report.ledger['run_id']}, "
+                f"key {report.ledger['asset_key']}, {report.ledger['state']}",
+            )
+        )
     for name, value in lines:
         console.print(f"  {name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
     for problem in report.problems:
@@ -353,13 +417,15 @@ def _path(value: str | None) -> Path | None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
-    parser = argparse.ArgumentParser(prog="assetmint", description="Provenance-aware batch production of "
-                                     "generative marketing images.")
+    parser = argparse.ArgumentParser(
+        prog="assetmint", description="Provenance-aware batch production of generative marketing images."
+    )
     parser.add_argument("--verbose", action="store_true", help="show library logs and full tracebacks")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str,
-                policy: bool = True) -> argparse.ArgumentParser:
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str, policy: bool = True
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(handler=handler)
         if policy:

@@ -41,9 +41,7 @@ class GenerationPolicy(BaseModel):
     """Limits and runtime settings for generation."""
 
     model_config = ConfigDict(extra="forbid")
-    max_pixels: int = Field(
-        1024 * 1024, ge=64 * 64, description="Largest width*height a manifest may ask for."
-    )
+    max_pixels: int = Field(1024 * 1024, ge=64 * 64, description="Largest width*height a manifest may ask for.")
     max_candidates_per_run: int = Field(5000, ge=1, description="Largest number of images one manifest may plan.")
     allowed_models: list[str] = Field(
         default_factory=lambda: ["embedded:*"],
@@ -135,11 +133,13 @@ def _with_paths_relative_to(policy: Policy, folder: Path) -> Policy:
             return value
         return str((folder / value).resolve())
 
-    updated = signing.model_copy(update={
-        "certificate_chain": absolute(signing.certificate_chain),
-        "private_key": absolute(signing.private_key),
-        "trust_anchors": [absolute(p) or p for p in signing.trust_anchors],
-    })
+    updated = signing.model_copy(
+        update={
+            "certificate_chain": absolute(signing.certificate_chain),
+            "private_key": absolute(signing.private_key),
+            "trust_anchors": [absolute(p) or p for p in signing.trust_anchors],
+        }
+    )
     return policy.model_copy(update={"signing": updated})
 
 

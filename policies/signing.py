@@ -108,7 +108,7 @@ class SigningPolicy(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _sources(self) -> "SigningPolicy":
+    def _sources(self) -> SigningPolicy:
         if self.certificate_chain and self.certificate_chain_env:
             raise ValueError(
                 "set either certificate_chain (a file) or certificate_chain_env (an environment variable), not both"
@@ -123,9 +123,7 @@ class SigningPolicy(BaseModel):
             if value
         ]
         if len(key_sources) > 1:
-            raise ValueError(
-                f"set only one of private_key, private_key_env, callback (got {', '.join(key_sources)})"
-            )
+            raise ValueError(f"set only one of private_key, private_key_env, callback (got {', '.join(key_sources)})")
         has_chain = bool(self.certificate_chain or self.certificate_chain_env)
         if key_sources and not has_chain:
             raise ValueError(

@@ -17,7 +17,7 @@ _WRAPPED = "_assetmint_batch_invariant"
 def _split(value: Any, index: int, batch: int) -> Any:
     shape = getattr(value, "shape", None)
     if shape is not None and len(shape) > 0 and shape[0] == batch:
-        return value[index:index + 1]
+        return value[index : index + 1]
     if isinstance(value, dict):
         return {key: _split(item, index, batch) for key, item in value.items()}
     return value
@@ -33,8 +33,11 @@ def _per_sample_forward(module: Any) -> Any:
         if batch == 1:
             return original(sample, *args, **kwargs)
         outputs = [
-            original(sample[i:i + 1], *(_split(a, i, batch) for a in args),
-                     **{k: _split(v, i, batch) for k, v in kwargs.items()})
+            original(
+                sample[i : i + 1],
+                *(_split(a, i, batch) for a in args),
+                **{k: _split(v, i, batch) for k, v in kwargs.items()},
+            )
             for i in range(batch)
         ]
         first = outputs[0]

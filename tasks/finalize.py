@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from policies.finalize import FinalizePolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
 from tasks.errors import AssetMintError
+from tasks.files import write_atomic
 from tasks.ledger import FinalizedAsset
 
 MIME_BY_FORMAT = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -81,16 +81,6 @@ def encode_delivery(image: Any, output_format: str, policy: FinalizePolicy) -> b
     return buffer.getvalue()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _prepare_pixels(image: Any, policy: WatermarkPolicy) -> tuple[Any, dict[str, Any]]:
     from PIL import Image
 
@@ -112,8 +102,9 @@ def finalize_one(job: FinalizeJob) -> FinalizedAsset:
     except AssetMintError as exc:
         return FinalizedAsset(candidate_id=job.candidate_id, ok=False, reason=str(exc))
     except OSError as exc:
-        return FinalizedAsset(candidate_id=job.candidate_id, ok=False,
-                              reason=f"cannot read or write image files: {exc}")
+        return FinalizedAsset(
+            candidate_id=job.candidate_id, ok=False, reason=f"cannot read or write image files: {exc}"
+        )
 
 
 def _finalize(job: FinalizeJob) -> FinalizedAsset:
@@ -130,43 +121,74 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
     if job.watermark.enabled:
         image = watermark.embed_verified(image, job.asset_key, method)
         payload = watermark.payload_hex(job.asset_key, method)
-        marks = provenance.WatermarkFacts(algorithm=WATERMARK_ALG_PREFIX + method.value, method=method.value,
-                                          payload_hex=payload, key=str(job.asset_key))
+        marks = provenance.WatermarkFacts(
+            algorithm=WATERMARK_ALG_PREFIX + method.value,
+            method=method.value,
+            payload_hex=payload,
+            key=str(job.asset_key),
+        )
     encoded = encode_delivery(image, job.output_format, job.finalize)
     if marks is not None and job.output_format != "png":
         # Lossy delivery formats change pixels: the mark must survive the exact bytes we deliver.
         with Image.open(io.BytesIO(encoded)) as delivered:
             decoded = watermark.decode(delivered.convert("RGB"), method)
         if decoded.key != job.asset_key:
-            return FinalizedAsset(candidate_id=job.candidate_id, ok=False,
-                                  reason=f"{method.value} watermark did not survive {job.output_format} encoding "
-                                  f"(decoded {decoded.key}, expected {job.asset_key})")
-    generation = {**job.generation, "watermark": {"method": method.value, "payload": marks.payload_hex}
-                  if marks else {"enabled": False}, **notes}
-    facts = provenance.AssetFacts(asset_id=job.candidate_id, model_name=job.model_name, prompt=job.prompt,
-                                  negative_prompt=job.negative_prompt or None, generation=generation,
-                                  title=job.title, mime=mime)
+            return FinalizedAsset(
+                candidate_id=job.candidate_id,
+                ok=False,
+                reason=f"{method.value} watermark did not survive {job.output_format} encoding "
+                f"(decoded {decoded.key}, expected {job.asset_key})",
+            )
+    generation = {
+        **job.generation,
+        "watermark": {"method": method.value, "payload": marks.payload_hex} if marks else {"enabled": False},
+        **notes,
+    }
+    facts = provenance.AssetFacts(
+        asset_id=job.candidate_id,
+        model_name=job.model_name,
+        prompt=job.prompt,
+        negative_prompt=job.negative_prompt or None,
+        generation=generation,
+        title=job.title,
+        mime=mime,
+    )
     signer = _signer_for(job.signing, job.dev_keys_dir)
     definition = provenance.build_manifest_definition(facts, job.signing, marks)
-    signed, report, sha256 = provenance.sign_and_validate(encoded, mime, definition, signer,
-                                                          require_trusted=job.finalize.require_trusted)
-    _write_atomic(Path(job.final_path), signed)
+    signed, report, sha256 = provenance.sign_and_validate(
+        encoded, mime, definition, signer, require_trusted=job.finalize.require_trusted
+    )
+    write_atomic(Path(job.final_path), signed)
     if hashlib.sha256(Path(job.final_path).read_bytes()).hexdigest() != sha256:
         Path(job.final_path).unlink(missing_ok=True)
-        return FinalizedAsset(candidate_id=job.candidate_id, ok=False, reason="final file on disk differs from "
-                              "the signed bytes (disk error?)")
+        return FinalizedAsset(
+            candidate_id=job.candidate_id,
+            ok=False,
+            reason="final file on disk differs from the signed bytes (disk error?)",
+        )
     return FinalizedAsset(
-        candidate_id=job.candidate_id, ok=True, watermark_method=method.value if marks else None,
-        payload_hex=marks.payload_hex if marks else None, final_path=job.final_path, final_sha256=sha256,
-        mime=mime, manifest_label=report.active_manifest_label, validation_state=report.state,
+        candidate_id=job.candidate_id,
+        ok=True,
+        watermark_method=method.value if marks else None,
+        payload_hex=marks.payload_hex if marks else None,
+        final_path=job.final_path,
+        final_sha256=sha256,
+        mime=mime,
+        manifest_label=report.active_manifest_label,
+        validation_state=report.state,
         signer=report.signer,
-        provenance={"signer_is_development": signer.is_development, "status_codes": report.status_codes,
-                    "watermark_enabled": job.watermark.enabled, **notes},
+        provenance={
+            "signer_is_development": signer.is_development,
+            "status_codes": report.status_codes,
+            "watermark_enabled": job.watermark.enabled,
+            **notes,
+        },
     )
 
 
-def finalize_many(jobs: Sequence[FinalizeJob], workers: int,
-                  on_done: Callable[[FinalizedAsset], None] | None = None) -> list[FinalizedAsset]:
+def finalize_many(
+    jobs: Sequence[FinalizeJob], workers: int, on_done: Callable[[FinalizedAsset], None] | None = None
+) -> list[FinalizedAsset]:
     """Finalize assets, on `workers` processes when there are enough of them to pay for the start-up."""
     results: list[FinalizedAsset] = []
     if workers <= 1 or len(jobs) < MIN_ASSETS_FOR_POOL:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import threading
 import time
 import warnings
@@ -16,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.batch_invariance import make_batch_invariant
 from tasks.errors import ModelError
+from tasks.files import write_atomic
 from tasks.ledger import GeneratedImage
 from tasks.models import ModelSource
 from tasks.schedulers import get_scheduler_preset
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,16 @@ class CandidateSpec:
 
     def batch_key(self) -> tuple[Any, ...]:
         """Candidates with equal keys can share one pipeline call."""
-        return (self.model_ref, self.prompt, self.negative_prompt, self.width, self.height, self.steps, self.guidance, self.scheduler)
+        return (
+            self.model_ref,
+            self.prompt,
+            self.negative_prompt,
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance,
+            self.scheduler,
+        )
 
 
 @dataclass
@@ -191,8 +199,9 @@ def run_pipeline(loaded: LoadedPipeline, specs: Sequence[CandidateSpec]) -> list
     generators = [torch.Generator(device="cpu").manual_seed(spec.seed) for spec in specs]
     with loaded.lock, torch.inference_mode(), warnings.catch_warnings():
         # diffusers' sigma schedules call np.array on tensors, which numpy 2 flags; harmless and not ours to fix.
-        warnings.filterwarnings("ignore", message=r".*__array__ implementation doesn't accept a copy keyword",
-                                category=DeprecationWarning)
+        warnings.filterwarnings(
+            "ignore", message=r".*__array__ implementation doesn't accept a copy keyword", category=DeprecationWarning
+        )
         _set_scheduler(loaded, first.scheduler)
         result = loaded.pipeline(
             prompt=first.prompt,
@@ -219,9 +228,7 @@ def save_png_atomic(image: Image.Image, path: Path) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     data = buffer.getvalue()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -243,7 +250,7 @@ def generate_candidates(
     results: list[GeneratedImage] = []
     for group in groups.values():
         for start in range(0, len(group), batch_size):
-            batch = group[start:start + batch_size]
+            batch = group[start : start + batch_size]
             began = time.perf_counter()
             images = run_pipeline(loaded, batch)
             seconds = (time.perf_counter() - began) / len(batch)

@@ -16,14 +16,13 @@ Files, in ``tasks.paths.config_dir() / "keys"`` unless told otherwise:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.errors import SigningConfigError
+from tasks.files import write_atomic
 from tasks.paths import config_dir
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,9 +78,7 @@ def _new_private_key(algorithm: str):
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
     if algorithm == "ed25519":
         return ed25519.Ed25519PrivateKey.generate()
-    raise SigningConfigError(
-        f"unsupported signing algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}"
-    )
+    raise SigningConfigError(f"unsupported signing algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
 
 
 def _cert_hash(private_key):
@@ -113,7 +110,7 @@ def build_chain(
     from cryptography import x509
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     root_key = _new_private_key(algorithm)
     leaf_key = _new_private_key(algorithm)
     root_subject = x509.Name(
@@ -178,12 +175,8 @@ def build_chain(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(leaf_key.public_key()), critical=False)
     )
     eku = [ExtendedKeyUsageOID.EMAIL_PROTECTION] if email_protection else [ExtendedKeyUsageOID.CODE_SIGNING]
     builder = builder.add_extension(x509.ExtendedKeyUsage(eku), critical=False)
@@ -191,7 +184,7 @@ def build_chain(
     return leaf_key, leaf_cert, root_key, root_cert
 
 
-def cert_pem(cert: "x509.Certificate") -> bytes:
+def cert_pem(cert: x509.Certificate) -> bytes:
     from cryptography.hazmat.primitives import serialization
 
     return cert.public_bytes(serialization.Encoding.PEM)
@@ -223,35 +216,11 @@ def algorithm_for_key(public_or_private_key) -> str | None:
 
 def write_private_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically through a file created with mode 0600 (never wider)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)  # mkstemp creates with 0600
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data, mode=0o600, durable=True)
 
 
 def _write_public_file(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_atomic(path, data, mode=0o644)
 
 
 def init_dev_keys(directory: Path | None = None, force: bool = False, algorithm: str = "es256") -> DevKeys:
@@ -261,9 +230,7 @@ def init_dev_keys(directory: Path | None = None, force: bool = False, algorithm:
     """
     algorithm = algorithm.lower()
     if algorithm not in ALGORITHMS:
-        raise SigningConfigError(
-            f"unsupported signing algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}"
-        )
+        raise SigningConfigError(f"unsupported signing algorithm {algorithm!r}; allowed: {', '.join(ALGORITHMS)}")
     directory = Path(directory) if directory is not None else default_keys_dir()
     chain_path, key_path, anchor_path = _paths(directory)
     existing = [p for p in (chain_path, key_path, anchor_path) if p.exists()]
@@ -310,8 +277,7 @@ def show_dev_keys(directory: Path | None = None) -> DevKeys:
     missing = [p.name for p in (chain_path, key_path, anchor_path) if not p.is_file()]
     if missing:
         raise SigningConfigError(
-            f"no development signing keys in {directory} (missing {', '.join(missing)}); "
-            "run `assetmint keys init`"
+            f"no development signing keys in {directory} (missing {', '.join(missing)}); run `assetmint keys init`"
         )
     try:
         certs = x509.load_pem_x509_certificates(chain_path.read_bytes())

@@ -113,7 +113,9 @@ class EmbeddingRow(Base):
     """A candidate's image embedding, computed once by the scorer and kept for later stages."""
 
     __tablename__ = "embeddings"
-    __table_args__ = (ForeignKeyConstraint(["run_id", "candidate_id"], ["candidates.run_id", "candidates.candidate_id"]),)
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id", "candidate_id"], ["candidates.run_id", "candidates.candidate_id"]),
+    )
     run_id: Mapped[str] = mapped_column(String(96), primary_key=True)
     candidate_id: Mapped[str] = mapped_column(String(32), primary_key=True)
     clip_model: Mapped[str] = mapped_column(Text, primary_key=True)
@@ -240,7 +242,9 @@ class Ledger:
         try:
             parsed = make_url(url)
         except ArgumentError:
-            raise LedgerError(f"ledger URL {url!r} is not a valid database URL (e.g. sqlite:///path/ledger.sqlite).") from None
+            raise LedgerError(
+                f"ledger URL {url!r} is not a valid database URL (e.g. sqlite:///path/ledger.sqlite)."
+            ) from None
         if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
             folder = Path(parsed.database).parent
             try:
@@ -304,8 +308,15 @@ class Ledger:
             run.updated_at = now
             run.manifest_path = manifest_path
             run.policy = policy
-            session.add(HistoryRow(run_id=run_id, from_state=previous, to_state=RunStatus.RUNNING, at=now,
-                                   detail={"attempt": run.attempts}))
+            session.add(
+                HistoryRow(
+                    run_id=run_id,
+                    from_state=previous,
+                    to_state=RunStatus.RUNNING,
+                    at=now,
+                    detail={"attempt": run.attempts},
+                )
+            )
             session.flush()
             known_jobs = set(session.scalars(select(JobRow.job_key).where(JobRow.run_id == run_id)))
             for position, job in enumerate(jobs):
@@ -316,10 +327,26 @@ class Ledger:
             for planned in candidates:
                 if planned.candidate_id in known:
                     continue
-                session.add(CandidateRow(run_id=run_id, state=CandidateState.PLANNED, created_at=now, updated_at=now,
-                                         generation={}, **planned.__dict__))
-                session.add(HistoryRow(run_id=run_id, candidate_id=planned.candidate_id, from_state=None,
-                                       to_state=CandidateState.PLANNED, at=now, detail={}))
+                session.add(
+                    CandidateRow(
+                        run_id=run_id,
+                        state=CandidateState.PLANNED,
+                        created_at=now,
+                        updated_at=now,
+                        generation={},
+                        **planned.__dict__,
+                    )
+                )
+                session.add(
+                    HistoryRow(
+                        run_id=run_id,
+                        candidate_id=planned.candidate_id,
+                        from_state=None,
+                        to_state=CandidateState.PLANNED,
+                        at=now,
+                        detail={},
+                    )
+                )
         return resumed
 
     def finish_run(self, run_id: str, status: RunStatus, summary: dict[str, Any] | None = None) -> None:
@@ -327,8 +354,7 @@ class Ledger:
         now = self.clock.now()
         with self.transaction() as session:
             run = self._run(session, run_id)
-            session.add(HistoryRow(run_id=run_id, from_state=run.status, to_state=status, at=now,
-                                   detail=summary or {}))
+            session.add(HistoryRow(run_id=run_id, from_state=run.status, to_state=status, at=now, detail=summary or {}))
             run.status = status
             run.updated_at = now
             if summary is not None:
@@ -348,7 +374,9 @@ class Ledger:
         """Number of candidates per state in a run."""
         with self.transaction() as session:
             rows = session.execute(
-                select(CandidateRow.state, func.count()).where(CandidateRow.run_id == run_id).group_by(CandidateRow.state)
+                select(CandidateRow.state, func.count())
+                .where(CandidateRow.run_id == run_id)
+                .group_by(CandidateRow.state)
             )
             return {state: count for state, count in rows}
 
@@ -428,13 +456,25 @@ class Ledger:
         with self.transaction() as session:
             for score in scores:
                 row = self._candidate(session, run_id, score.candidate_id)
-                self._move(session, row, CandidateState.SCORED, now,
-                           {"clip_score": score.clip_score, "clip_model": score.clip_model})
+                self._move(
+                    session,
+                    row,
+                    CandidateState.SCORED,
+                    now,
+                    {"clip_score": score.clip_score, "clip_model": score.clip_model},
+                )
                 row.clip_model = score.clip_model
                 row.clip_score = score.clip_score
                 row.clip_cosine = score.clip_cosine
-                session.merge(EmbeddingRow(run_id=run_id, candidate_id=score.candidate_id, clip_model=score.clip_model,
-                                           dim=score.dim, vector=score.embedding))
+                session.merge(
+                    EmbeddingRow(
+                        run_id=run_id,
+                        candidate_id=score.candidate_id,
+                        clip_model=score.clip_model,
+                        dim=score.dim,
+                        vector=score.embedding,
+                    )
+                )
 
     def record_selection(self, run_id: str, ranks: dict[str, int], selected: set[str], reason: dict[str, str]) -> None:
         """Store each candidate's rank within its job and whether it was selected, in one transaction."""
@@ -453,8 +493,12 @@ class Ledger:
         """Give each candidate a short serial key for its watermark (idempotent); LedgerError past `max_key`."""
         now = self.clock.now()
         with self.transaction() as session:
-            existing = {row.candidate_id: row.asset_key for row in session.scalars(
-                select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id.in_(list(candidate_ids))))}
+            existing = {
+                row.candidate_id: row.asset_key
+                for row in session.scalars(
+                    select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id.in_(list(candidate_ids)))
+                )
+            }
             for candidate_id in candidate_ids:
                 if candidate_id not in existing:
                     self._candidate(session, run_id, candidate_id)
@@ -464,8 +508,10 @@ class Ledger:
                     existing[candidate_id] = row.asset_key
             too_big = [key for key in existing.values() if key > max_key]
             if too_big:
-                raise LedgerError(f"asset key {max(too_big)} exceeds what the watermark method can carry ({max_key}); "
-                                  "choose a method with a larger payload (dwtDctSvd carries 32-bit keys).")
+                raise LedgerError(
+                    f"asset key {max(too_big)} exceeds what the watermark method can carry ({max_key}); "
+                    "choose a method with a larger payload (dwtDctSvd carries 32-bit keys)."
+                )
             return existing
 
     def asset_by_key(self, asset_key: int) -> tuple[AssetRow, CandidateRow] | None:
@@ -487,18 +533,37 @@ class Ledger:
         with self.transaction() as session:
             for outcome in outcomes:
                 row = self._candidate(session, run_id, outcome.candidate_id)
-                asset = session.scalars(select(AssetRow).where(
-                    AssetRow.run_id == run_id, AssetRow.candidate_id == outcome.candidate_id)).one()
+                asset = session.scalars(
+                    select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == outcome.candidate_id)
+                ).one()
                 if not outcome.ok:
                     self._move(session, row, CandidateState.FINALIZE_FAILED, now, {"reason": outcome.reason})
                     row.error = outcome.reason
                     continue
-                self._move(session, row, CandidateState.FINALIZED, now, {
-                    "sha256": outcome.final_sha256, "manifest": outcome.manifest_label,
-                    "validation": outcome.validation_state, "watermark": outcome.payload_hex})
+                self._move(
+                    session,
+                    row,
+                    CandidateState.FINALIZED,
+                    now,
+                    {
+                        "sha256": outcome.final_sha256,
+                        "manifest": outcome.manifest_label,
+                        "validation": outcome.validation_state,
+                        "watermark": outcome.payload_hex,
+                    },
+                )
                 row.error = None
-                for name in ("watermark_method", "payload_hex", "final_path", "final_sha256", "mime",
-                             "manifest_label", "validation_state", "signer", "provenance"):
+                for name in (
+                    "watermark_method",
+                    "payload_hex",
+                    "final_path",
+                    "final_sha256",
+                    "mime",
+                    "manifest_label",
+                    "validation_state",
+                    "signer",
+                    "provenance",
+                ):
                     setattr(asset, name, getattr(outcome, name))
                 asset.finalized_at = now
 
@@ -519,13 +584,21 @@ class Ledger:
         return row
 
     @staticmethod
-    def _move(session: Session, row: CandidateRow, target: CandidateState, now: datetime, detail: dict[str, Any]) -> None:
+    def _move(
+        session: Session, row: CandidateRow, target: CandidateState, now: datetime, detail: dict[str, Any]
+    ) -> None:
         current = CandidateState(row.state)
         if not can_transition(current, target):
-            raise LedgerError(
-                f"candidate {row.candidate_id} cannot go from {current.value} to {target.value}."
+            raise LedgerError(f"candidate {row.candidate_id} cannot go from {current.value} to {target.value}.")
+        session.add(
+            HistoryRow(
+                run_id=row.run_id,
+                candidate_id=row.candidate_id,
+                from_state=current,
+                to_state=target,
+                at=now,
+                detail=detail,
             )
-        session.add(HistoryRow(run_id=row.run_id, candidate_id=row.candidate_id, from_state=current,
-                               to_state=target, at=now, detail=detail))
+        )
         row.state = target
         row.updated_at = now

@@ -66,9 +66,7 @@ class GenerationSettings(BaseModel):
     seeds: list[int] | None = Field(
         None, min_length=1, description="Explicit seeds, one per candidate. Exclusive with base_seed."
     )
-    base_seed: int | None = Field(
-        None, ge=0, description="Candidate i uses seed base_seed + i. Exclusive with seeds."
-    )
+    base_seed: int | None = Field(None, ge=0, description="Candidate i uses seed base_seed + i. Exclusive with seeds.")
     width: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image width in pixels (multiple of 8).")
     height: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image height in pixels (multiple of 8).")
     aspect_ratio: str | list[str] | None = Field(

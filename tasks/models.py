@@ -86,8 +86,13 @@ def _hub_source(ref: str) -> ModelSource:
     except (LocalEntryNotFoundError, OSError):
         folder = None
     if folder is not None:
-        return ModelSource(ref=ref, location=str(folder), revision=folder.name,
-                           identity={"name": repo_id, "revision": folder.name}, local=True)
+        return ModelSource(
+            ref=ref,
+            location=str(folder),
+            revision=folder.name,
+            identity={"name": repo_id, "revision": folder.name},
+            local=True,
+        )
     try:
         from huggingface_hub import HfApi
 
@@ -97,8 +102,9 @@ def _hub_source(ref: str) -> ModelSource:
             f"model {ref!r} is not in the local Hugging Face cache and the hub could not be asked "
             f"({exc.__class__.__name__}); download it where a network exists or use a local folder."
         ) from None
-    return ModelSource(ref=ref, location=repo_id, revision=info.sha,
-                       identity={"name": repo_id, "revision": info.sha}, local=False)
+    return ModelSource(
+        ref=ref, location=repo_id, revision=info.sha, identity={"name": repo_id, "revision": info.sha}, local=False
+    )
 
 
 def resolve_model(ref: str) -> ModelSource:
@@ -112,14 +118,20 @@ def resolve_model(ref: str) -> ModelSource:
         marker = embedded.read_marker(folder) or {}
         # The marker's weights digest ignores library versions written into configs, so ids survive upgrades.
         digest = marker.get("weights_sha256") or folder_digest(folder)
-        return ModelSource(ref=ref, location=str(folder), revision=None,
-                           identity={"name": ref, "digest": digest}, local=True)
+        return ModelSource(
+            ref=ref, location=str(folder), revision=None, identity={"name": ref, "digest": digest}, local=True
+        )
     if _looks_like_path(ref):
         folder = Path(ref).expanduser().resolve()
         if not folder.is_dir():
             raise ModelError(f"model folder {ref!r} does not exist.")
         if not (folder / "model_index.json").is_file():
             raise ModelError(f"model folder {folder} has no model_index.json; it is not a diffusers pipeline folder.")
-        return ModelSource(ref=ref, location=str(folder), revision=None,
-                           identity={"name": folder.name, "digest": folder_digest(folder)}, local=True)
+        return ModelSource(
+            ref=ref,
+            location=str(folder),
+            revision=None,
+            identity={"name": folder.name, "digest": folder_digest(folder)},
+            local=True,
+        )
     return _hub_source(ref)

@@ -29,10 +29,11 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.errors import AssetMintError, ProvenanceError, SigningConfigError
 
@@ -111,7 +112,7 @@ class SignerHandle:
                 pass
             self._signer = None
 
-    def __enter__(self) -> "SignerHandle":
+    def __enter__(self) -> SignerHandle:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -205,7 +206,7 @@ def check_certificate_chain(certs, algorithm: str, source: str, now: datetime | 
     from cryptography import x509
     from cryptography.x509.oid import ExtensionOID
 
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     leaf = certs[0]
     leaf_name = _common_name(leaf)
 
@@ -216,9 +217,7 @@ def check_certificate_chain(certs, algorithm: str, source: str, now: datetime | 
                 f"{which} in {source} is not yet valid: valid from {cert.not_valid_before_utc.isoformat()}"
             )
         if now > cert.not_valid_after_utc:
-            raise SigningConfigError(
-                f"{which} in {source} expired on {cert.not_valid_after_utc.isoformat()}"
-            )
+            raise SigningConfigError(f"{which} in {source} expired on {cert.not_valid_after_utc.isoformat()}")
 
     if leaf.issuer == leaf.subject:
         raise SigningConfigError(
@@ -336,7 +335,7 @@ def _resolve_trust_anchor_files(paths: list[str]) -> list[str]:
     return resolved
 
 
-def load_signer(policy: "SigningPolicy", dev_keys_dir: Path | None = None) -> SignerHandle:
+def load_signer(policy: SigningPolicy, dev_keys_dir: Path | None = None) -> SignerHandle:
     """Resolve the policy's certificate chain and key into a checked, ready signer.
 
     Everything that can be checked before signing is: files and variables exist and parse, the key belongs
@@ -426,9 +425,7 @@ def load_signer(policy: "SigningPolicy", dev_keys_dir: Path | None = None) -> Si
             info = c2pa.C2paSignerInfo(algorithm, chain_pem.encode("ascii"), key_pem, policy.tsa_url)
             handle._signer = c2pa.Signer.from_info(info)
         except Exception as exc:
-            raise SigningConfigError(
-                f"c2pa rejected the signer ({chain_source}, {key_source}): {exc}"
-            ) from None
+            raise SigningConfigError(f"c2pa rejected the signer ({chain_source}, {key_source}): {exc}") from None
     else:
         sign_fn = _wrap_callback(callback, handle)
         probe = b"AssetMint signer check " + os.urandom(16)
@@ -456,9 +453,7 @@ def load_signer(policy: "SigningPolicy", dev_keys_dir: Path | None = None) -> Si
             raise SigningConfigError(f"c2pa rejected the callback signer {key_source}: {exc}") from None
 
     if is_development:
-        log.info(
-            "signing with the AssetMint DEVELOPMENT certificate %r (untrusted for production)", handle.common_name
-        )
+        log.info("signing with the AssetMint DEVELOPMENT certificate %r (untrusted for production)", handle.common_name)
     return handle
 
 
@@ -556,9 +551,7 @@ def _find_text(value: Any, needle: str, path: str = "$") -> str | None:
     return None
 
 
-def build_manifest_definition(
-    asset: AssetFacts, policy: "SigningPolicy", watermark: WatermarkFacts | None
-) -> dict:
+def build_manifest_definition(asset: AssetFacts, policy: SigningPolicy, watermark: WatermarkFacts | None) -> dict:
     """The c2pa manifest definition (Builder JSON) for a generated asset."""
     mime = _check_mime(asset.mime)
     version = assetmint_version()
@@ -901,8 +894,7 @@ def sign_and_validate(
             )
         codes = ", ".join(report.status_codes) or "no failure codes"
         raise ProvenanceError(
-            f"the signed {mime} asset did not validate as {' or '.join(allowed)}: state {report.state} "
-            f"({codes}){hint}"
+            f"the signed {mime} asset did not validate as {' or '.join(allowed)}: state {report.state} ({codes}){hint}"
         )
     if report.signer != signer.common_name:
         raise ProvenanceError(

@@ -30,16 +30,27 @@ class ReplayResult:
         return self.recorded_pixel_sha256 == self.replayed_pixel_sha256
 
 
-def replay_candidate(row: CandidateRow, device: str = "auto", dtype: str = "auto", out: Path | None = None) -> ReplayResult:
+def replay_candidate(
+    row: CandidateRow, device: str = "auto", dtype: str = "auto", out: Path | None = None
+) -> ReplayResult:
     """Regenerate `row`'s image with its recorded parameters; optionally save it to `out`."""
     if row.pixel_sha256 is None:
         raise LedgerError(f"candidate {row.candidate_id} was never generated (state {row.state}); nothing to replay.")
     source = resolve_model(row.model_ref)
     runtime = choose_runtime(device, dtype)
     loaded = load_pipeline(source, runtime)
-    spec = CandidateSpec(candidate_id=row.candidate_id, model_ref=row.model_ref, prompt=row.prompt,
-                         negative_prompt=row.negative_prompt, width=row.width, height=row.height, steps=row.steps,
-                         guidance=row.guidance, scheduler=row.scheduler, seed=row.seed)
+    spec = CandidateSpec(
+        candidate_id=row.candidate_id,
+        model_ref=row.model_ref,
+        prompt=row.prompt,
+        negative_prompt=row.negative_prompt,
+        width=row.width,
+        height=row.height,
+        steps=row.steps,
+        guidance=row.guidance,
+        scheduler=row.scheduler,
+        seed=row.seed,
+    )
     image = run_pipeline(loaded, [spec])[0]
     if out is not None:
         save_png_atomic(image, out)

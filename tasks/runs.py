@@ -17,7 +17,15 @@ import numpy as np
 from policies.model import Policy, load_policy
 from tasks import progress
 from tasks.errors import LedgerError
-from tasks.generate import CandidateSpec, RuntimeChoice, choose_runtime, generate_candidates, load_pipeline, pipeline_kind, prompt_token_overflow
+from tasks.generate import (
+    CandidateSpec,
+    RuntimeChoice,
+    choose_runtime,
+    generate_candidates,
+    load_pipeline,
+    pipeline_kind,
+    prompt_token_overflow,
+)
 from tasks.identity import candidate_id
 from tasks.ledger import CandidateScore, Ledger, PlannedCandidate
 from tasks.limits import check_plan
@@ -104,13 +112,26 @@ def planned_candidates(ctx: RunContext) -> list[PlannedCandidate]:
         source = ctx.models[job.model]
         kind = pipeline_kind(source)
         for seed in job.seeds:
-            params = dict(prompt=job.prompt, negative_prompt=job.negative_prompt, width=job.width, height=job.height,
-                          steps=job.steps, guidance=job.guidance, scheduler=job.scheduler, seed=seed)
-            planned.append(PlannedCandidate(
-                candidate_id=candidate_id(model_identity=source.identity, pipeline_kind=kind, **params),
-                job_key=job.job_key, model_ref=job.model, model_identity=source.identity, pipeline_kind=kind,
-                **params,
-            ))
+            params = dict(
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                width=job.width,
+                height=job.height,
+                steps=job.steps,
+                guidance=job.guidance,
+                scheduler=job.scheduler,
+                seed=seed,
+            )
+            planned.append(
+                PlannedCandidate(
+                    candidate_id=candidate_id(model_identity=source.identity, pipeline_kind=kind, **params),
+                    job_key=job.job_key,
+                    model_ref=job.model,
+                    model_identity=source.identity,
+                    pipeline_kind=kind,
+                    **params,
+                )
+            )
     return planned
 
 
@@ -121,19 +142,30 @@ def start_run(ctx: RunContext) -> bool:
     seen: dict[str, PlannedCandidate] = {}
     for planned in candidates:
         if planned.candidate_id in seen:
-            raise LedgerError(f"two candidates of {ctx.plan.source} are identical (seed {planned.seed} of "
-                              f"{planned.prompt!r}); give them different seeds.")
+            raise LedgerError(
+                f"two candidates of {ctx.plan.source} are identical (seed {planned.seed} of "
+                f"{planned.prompt!r}); give them different seeds."
+            )
         seen[planned.candidate_id] = planned
     jobs = [
-        {k: v for k, v in job.to_dict().items()
-         if k in {"job_key", "prompt_id", "variant", "prompt", "variables", "keep_top_k", "output_format"}}
+        {
+            k: v
+            for k, v in job.to_dict().items()
+            if k in {"job_key", "prompt_id", "variant", "prompt", "variables", "keep_top_k", "output_format"}
+        }
         for job in ctx.plan.jobs
     ]
     ctx.image_dir.mkdir(parents=True, exist_ok=True)
     return ledger.start_run(
-        run_id=ctx.run_id, campaign_id=ctx.plan.campaign_id, campaign_name=ctx.plan.campaign_name,
-        manifest_path=str(ctx.plan.source.resolve()), manifest_sha256=ctx.manifest_sha256,
-        policy=ctx.policy.model_dump(mode="json"), run_dir=str(ctx.run_dir), jobs=jobs, candidates=candidates,
+        run_id=ctx.run_id,
+        campaign_id=ctx.plan.campaign_id,
+        campaign_name=ctx.plan.campaign_name,
+        manifest_path=str(ctx.plan.source.resolve()),
+        manifest_sha256=ctx.manifest_sha256,
+        policy=ctx.policy.model_dump(mode="json"),
+        run_dir=str(ctx.run_dir),
+        jobs=jobs,
+        candidates=candidates,
     )
 
 
@@ -142,11 +174,23 @@ def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     rows = ledger_for(ctx.ledger_url).candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
     order = {job.job_key: i for i, job in enumerate(ctx.plan.jobs)}
     rows.sort(key=lambda r: (order.get(r.job_key, len(order)), r.seed))
-    specs = [CandidateSpec(candidate_id=r.candidate_id, model_ref=r.model_ref, prompt=r.prompt, negative_prompt=r.negative_prompt,
-                           width=r.width, height=r.height, steps=r.steps, guidance=r.guidance,
-                           scheduler=r.scheduler, seed=r.seed) for r in rows]
+    specs = [
+        CandidateSpec(
+            candidate_id=r.candidate_id,
+            model_ref=r.model_ref,
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            width=r.width,
+            height=r.height,
+            steps=r.steps,
+            guidance=r.guidance,
+            scheduler=r.scheduler,
+            seed=r.seed,
+        )
+        for r in rows
+    ]
     size = ctx.policy.generation.chunk_size
-    return [specs[i:i + size] for i in range(0, len(specs), size)]
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
 def _runtime(ctx: RunContext) -> RuntimeChoice:
@@ -189,7 +233,10 @@ def record_prompt_warnings(ctx: RunContext) -> list[str]:
         dropped_gen = prompt_token_overflow(loaded, job.prompt)
         for who, count in (("CLIP scorer", dropped), ("generator text encoder", dropped_gen)):
             if count:
-                message = f"prompt {job.prompt_id} [{job.variant}] is {count} tokens too long for the {who}; the end is ignored"
+                message = (
+                    f"prompt {job.prompt_id} [{job.variant}] is {count} tokens too long for the {who}; "
+                    "the end is ignored"
+                )
                 ledger.add_job_warning(ctx.run_id, job.job_key, message)
                 warnings.append(message)
     return warnings
@@ -210,15 +257,23 @@ def score_pending(ctx: RunContext) -> int:
     done = 0
     for prompt, group in by_prompt.items():
         for start in range(0, len(group), scoring.batch_size):
-            batch = group[start:start + scoring.batch_size]
+            batch = group[start : start + scoring.batch_size]
             vectors = encode_images(scorer, [Path(r.image_path) for r in batch], scoring.batch_size)
             cosines = cosine_rows(vectors, text_vectors[prompt])
-            ledger.record_scores(ctx.run_id, [
-                CandidateScore(candidate_id=row.candidate_id, clip_model=scoring.clip_model,
-                               clip_score=clip_score(cos), clip_cosine=float(cos),
-                               embedding=vector.astype(np.float32).tobytes(), dim=int(vector.shape[0]))
-                for row, vector, cos in zip(batch, vectors, cosines, strict=True)
-            ])
+            ledger.record_scores(
+                ctx.run_id,
+                [
+                    CandidateScore(
+                        candidate_id=row.candidate_id,
+                        clip_model=scoring.clip_model,
+                        clip_score=clip_score(cos),
+                        clip_cosine=float(cos),
+                        embedding=vector.astype(np.float32).tobytes(),
+                        dim=int(vector.shape[0]),
+                    )
+                    for row, vector, cos in zip(batch, vectors, cosines, strict=True)
+                ],
+            )
             done += len(batch)
             progress.report("score", done, len(rows))
     return done
@@ -251,20 +306,38 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
     chosen = [CandidateState.SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED]
     for row in ledger.candidates(ctx.run_id, chosen):
         job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
-        best.append({"prompt_id": job.prompt_id, "variant": job.variant, "prompt": row.prompt,
-                     "rank": row.rank, "clip_score": row.clip_score, "candidate_id": row.candidate_id,
-                     "seed": row.seed, "image_path": row.image_path, "state": row.state,
-                     "job_position": ctx.plan.jobs.index(job)})
+        best.append(
+            {
+                "prompt_id": job.prompt_id,
+                "variant": job.variant,
+                "prompt": row.prompt,
+                "rank": row.rank,
+                "clip_score": row.clip_score,
+                "candidate_id": row.candidate_id,
+                "seed": row.seed,
+                "image_path": row.image_path,
+                "state": row.state,
+                "job_position": ctx.plan.jobs.index(job),
+            }
+        )
     best.sort(key=lambda b: (b["job_position"], b["rank"]))
-    return RunSummary(run_id=ctx.run_id, status=status.value, counts=ledger.state_counts(ctx.run_id),
-                      generated_now=generated_now, best=best, run_dir=str(ctx.run_dir), ledger_url=ctx.ledger_url,
-                      warnings=list(warnings))
+    return RunSummary(
+        run_id=ctx.run_id,
+        status=status.value,
+        counts=ledger.state_counts(ctx.run_id),
+        generated_now=generated_now,
+        best=best,
+        run_dir=str(ctx.run_dir),
+        ledger_url=ctx.ledger_url,
+        warnings=list(warnings),
+    )
 
 
 def finish(ctx: RunContext, summary: RunSummary) -> None:
     """Record the run attempt's end with its counts."""
     ledger_for(ctx.ledger_url).finish_run(
-        ctx.run_id, RunStatus(summary.status),
+        ctx.run_id,
+        RunStatus(summary.status),
         {"counts": summary.counts, "generated_now": summary.generated_now, "warnings": summary.warnings},
     )
 
@@ -296,23 +369,41 @@ def finalize_selected(ctx: RunContext) -> list[str]:
             "prompt_id": job.prompt_id,
             "variant": job.variant,
             "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
-            "seed": row.seed, "steps": row.steps, "guidance": row.guidance, "scheduler": row.scheduler,
+            "seed": row.seed,
+            "steps": row.steps,
+            "guidance": row.guidance,
+            "scheduler": row.scheduler,
             "size": {"width": row.width, "height": row.height},
             "pixel_sha256": row.pixel_sha256,
             # Rounded: c2pa stores a float that fits float32 exactly as float32, and float32-born scores do.
-            "clip": {"model": row.clip_model, "score": round(row.clip_score or 0.0, 6),
-                     "cosine": round(row.clip_cosine or 0.0, 6), "rank": row.rank},
+            "clip": {
+                "model": row.clip_model,
+                "score": round(row.clip_score or 0.0, 6),
+                "cosine": round(row.clip_cosine or 0.0, 6),
+                "rank": row.rank,
+            },
             "safety": {"screened": False, "reason": "this AssetMint version has no safety filters"},
             "review": {"decision": "auto-approved", "by": "policy (top-k selection)", "at": now},
         }
-        work.append(FinalizeJob(
-            run_id=ctx.run_id, candidate_id=row.candidate_id, asset_key=asset_keys[row.candidate_id],
-            image_path=str(row.image_path), output_format=job.output_format,
-            final_path=str(ctx.run_dir / "final" / f"{row.candidate_id}.{EXTENSION_BY_FORMAT[job.output_format]}"),
-            prompt=row.prompt, negative_prompt=row.negative_prompt, model_name=row.model_ref,
-            title=f"{ctx.plan.campaign_name}: {job.prompt_id} {job.variant}".strip(), generation=generation,
-            watermark=policy.watermark, signing=policy.signing, finalize=policy.finalize, dev_keys_dir=dev_keys_dir,
-        ))
+        work.append(
+            FinalizeJob(
+                run_id=ctx.run_id,
+                candidate_id=row.candidate_id,
+                asset_key=asset_keys[row.candidate_id],
+                image_path=str(row.image_path),
+                output_format=job.output_format,
+                final_path=str(ctx.run_dir / "final" / f"{row.candidate_id}.{EXTENSION_BY_FORMAT[job.output_format]}"),
+                prompt=row.prompt,
+                negative_prompt=row.negative_prompt,
+                model_name=row.model_ref,
+                title=f"{ctx.plan.campaign_name}: {job.prompt_id} {job.variant}".strip(),
+                generation=generation,
+                watermark=policy.watermark,
+                signing=policy.signing,
+                finalize=policy.finalize,
+                dev_keys_dir=dev_keys_dir,
+            )
+        )
     done: list[Any] = []
     failures: list[str] = []
 

@@ -51,7 +51,7 @@ _SCORERS_LOCK = threading.Lock()
 
 
 def resolve_clip(ref: str) -> ClipSource:
-    """Turn 'embedded:tiny-clip', 'NAME:TAG' or 'NAME:/path/ckpt.pt' into a ClipSource; unknown names list valid ones."""
+    """Resolve 'embedded:tiny-clip', 'NAME:TAG' or 'NAME:/path/ckpt.pt'; unknown names list the valid ones."""
     from tasks import embedded
 
     if embedded.is_embedded(ref):
@@ -90,8 +90,14 @@ def load_scorer(ref: str, device: str = "cpu") -> Scorer:
         except (RuntimeError, OSError, ValueError) as exc:
             raise ModelError(f"cannot load CLIP model {ref!r}: {exc}") from None
         model.eval()
-        scorer = Scorer(source=source, model=model, preprocess=preprocess,
-                        tokenizer=open_clip.get_tokenizer(source.model_name), device=device, lock=threading.Lock())
+        scorer = Scorer(
+            source=source,
+            model=model,
+            preprocess=preprocess,
+            tokenizer=open_clip.get_tokenizer(source.model_name),
+            device=device,
+            lock=threading.Lock(),
+        )
         _SCORERS[key] = scorer
         return scorer
 
@@ -117,7 +123,7 @@ def encode_images(scorer: Scorer, paths: Sequence[Path], batch_size: int) -> np.
     rows: list[np.ndarray] = []
     for start in range(0, len(paths), batch_size):
         tensors = []
-        for path in paths[start:start + batch_size]:
+        for path in paths[start : start + batch_size]:
             with Image.open(path) as image:
                 tensors.append(scorer.preprocess(image.convert("RGB")))
         with scorer.lock, torch.inference_mode():

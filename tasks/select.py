@@ -15,8 +15,9 @@ class Selection:
     reasons: dict[str, str]
 
 
-def rank_and_select(scores: Sequence[tuple[str, float]], keep_top_k: int, min_score: float,
-                    locked: frozenset[str] = frozenset()) -> Selection:
+def rank_and_select(
+    scores: Sequence[tuple[str, float]], keep_top_k: int, min_score: float, locked: frozenset[str] = frozenset()
+) -> Selection:
     """Rank one job's candidates by score (ties by id) and keep the top k at or above min_score.
 
     `locked` candidates were already selected and finalized: they keep their place and use up a slot each, and

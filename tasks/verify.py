@@ -65,7 +65,7 @@ def trust_anchors_for(policy: Policy) -> list[str]:
 def _watermark_method(report: Any, policy: Policy) -> str:
     alg = (report.soft_binding or {}).get("alg", "") if report is not None else ""
     if isinstance(alg, str) and alg.startswith(WATERMARK_ALG_PREFIX):
-        return alg[len(WATERMARK_ALG_PREFIX):]
+        return alg[len(WATERMARK_ALG_PREFIX) :]
     return policy.watermark.method.value
 
 
@@ -117,8 +117,12 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
             image.load()
             decoded = watermark.decode_for_audit(image.convert("RGB"), method, _candidate_sizes(report, policy))
         decoded_key = decoded.key
-        result.watermark = {"method": method, "key": decoded.key, "attempt": decoded.attempt,
-                            "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None}
+        result.watermark = {
+            "method": method,
+            "key": decoded.key,
+            "attempt": decoded.attempt,
+            "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None,
+        }
         if decoded.key is None:
             result.fail(f"no AssetMint watermark ({method}) decodes from the pixels")
     except (WatermarkError, UnidentifiedImageError, OSError, ValueError) as exc:
@@ -127,9 +131,16 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
     soft = (report.soft_binding or {}) if report is not None else {}
     blocks = soft.get("blocks") or []
     bound_payload = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
-    if result.watermark and result.watermark["payload"] and bound_payload and bound_payload != result.watermark["payload"]:
-        result.fail(f"the credential's soft binding {bound_payload} disagrees with the watermark "
-                    f"{result.watermark['payload']} (credential from another asset?)")
+    if (
+        result.watermark
+        and result.watermark["payload"]
+        and bound_payload
+        and bound_payload != result.watermark["payload"]
+    ):
+        result.fail(
+            f"the credential's soft binding {bound_payload} disagrees with the watermark "
+            f"{result.watermark['payload']} (credential from another asset?)"
+        )
 
     if ledger is not None and decoded_key is not None:
         found = ledger.asset_by_key(decoded_key)
@@ -137,10 +148,15 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
             result.fail(f"watermark key {decoded_key} resolves to no record in this ledger")
         else:
             asset, candidate = found
-            result.ledger = {"asset_key": asset.asset_key, "run_id": asset.run_id, "candidate_id": asset.candidate_id,
-                             "state": candidate.state, "final_sha256": asset.final_sha256,
-                             "manifest_label": asset.manifest_label}
-            claimed = ((report.generation_assertion or {}).get("asset_id") if report is not None else None)
+            result.ledger = {
+                "asset_key": asset.asset_key,
+                "run_id": asset.run_id,
+                "candidate_id": asset.candidate_id,
+                "state": candidate.state,
+                "final_sha256": asset.final_sha256,
+                "manifest_label": asset.manifest_label,
+            }
+            claimed = (report.generation_assertion or {}).get("asset_id") if report is not None else None
             if claimed and claimed != asset.candidate_id:
                 result.fail(f"the credential names asset {claimed} but the watermark resolves to {asset.candidate_id}")
             if asset.final_sha256 and asset.final_sha256 != result.sha256:

@@ -39,9 +39,7 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -99,7 +97,7 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     if message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     value = error.get("input")
     if kind != "missing" and not isinstance(value, (dict, list)):
         message += f" (got {value!r})"
@@ -109,7 +107,9 @@ def _describe(error: dict[str, Any]) -> str:
 def validate_yaml(loaded: LoadedYaml, model: type[ModelT], error: type[Exception], what: str) -> ModelT:
     """Validate parsed YAML against a pydantic model; raise `error` listing each problem as file:line: field: why."""
     if not isinstance(loaded.data, dict):
-        raise error(f"{loaded.path}: {what} must be a YAML mapping of keys to values, got {type(loaded.data).__name__}.")
+        raise error(
+            f"{loaded.path}: {what} must be a YAML mapping of keys to values, got {type(loaded.data).__name__}."
+        )
     try:
         return model.model_validate(loaded.data)
     except ValidationError as exc:

@@ -6,7 +6,6 @@ import importlib
 import inspect
 
 import yaml
-
 from conftest import REPO
 
 

@@ -200,7 +200,9 @@ def test_concurrent_builders_build_once(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.setattr(embedded, "_build_clip", slow)
     results: list[object] = []
-    threads = [threading.Thread(target=lambda: results.append(embedded.ensure_embedded_clip(tmp_path))) for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(embedded.ensure_embedded_clip(tmp_path))) for _ in range(3)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import write
 from PIL import Image
 
-from conftest import write
 from flows.cli import main
 from tasks.ledger import Ledger
 
@@ -35,8 +35,11 @@ prompts:
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("finalize")
-    env = {"ASSETMINT_CACHE_DIR": str(model_cache), "ASSETMINT_CONFIG_DIR": str(root / "config"),
-           "ASSETMINT_WORK_DIR": str(root / "work")}
+    env = {
+        "ASSETMINT_CACHE_DIR": str(model_cache),
+        "ASSETMINT_CONFIG_DIR": str(root / "config"),
+        "ASSETMINT_WORK_DIR": str(root / "work"),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
@@ -93,8 +96,9 @@ def _flip_last_pixel_byte_png(source: Path, target: Path) -> None:
     target.write_bytes(bytes(data))
 
 
-def test_tampering_and_stripping_are_reported(same_env: dict[str, Path], tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_tampering_and_stripping_are_reported(
+    same_env: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     tampered = tmp_path / "tampered.png"
     _flip_last_pixel_byte_png(same_env["png"], tampered)
     stripped = tmp_path / "stripped.jpg"
@@ -113,8 +117,9 @@ def test_tampering_and_stripping_are_reported(same_env: dict[str, Path], tmp_pat
     assert by_name["notes.txt"]["problems"] == ["not a PNG, JPEG or WebP image"]
 
 
-def test_unknown_key_and_untrusted_signer(same_env: dict[str, Path], tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_key_and_untrusted_signer(
+    same_env: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     copy = tmp_path / "asset.png"
     shutil.copy(same_env["png"], copy)
     monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "empty-ledger"))
@@ -125,9 +130,13 @@ def test_unknown_key_and_untrusted_signer(same_env: dict[str, Path], tmp_path: P
     from tasks.keys import init_dev_keys
 
     other = init_dev_keys(tmp_path / "other-keys")
-    policy = write(tmp_path / "p.yaml", (
-        f"signing:\n  certificate_chain: {other.chain}\n  private_key: {other.key}\n"
-        f"  trust_anchors: [{other.trust_anchor}]\n"))
+    policy = write(
+        tmp_path / "p.yaml",
+        (
+            f"signing:\n  certificate_chain: {other.chain}\n  private_key: {other.key}\n"
+            f"  trust_anchors: [{other.trust_anchor}]\n"
+        ),
+    )
     monkeypatch.setenv("ASSETMINT_WORK_DIR", str(same_env["root"] / "work"))
     assert main(["verify", "--json", "--policy", str(policy), str(copy)]) == 1
     report = json.loads(capsys.readouterr().out)[0]

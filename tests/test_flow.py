@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import write
+
 from flows.cli import main
 from tasks import runs
 from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
@@ -72,7 +72,9 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
         assert row.clip_score == pytest.approx(2.5 * max(row.clip_cosine, 0.0))
         assert row.model_identity["name"] == "embedded:tiny-sd" and len(row.model_identity["digest"]) == 64
         assert row.generation["device"] == "cpu" and row.generation["batch_invariant"] is True
-        expected = ["planned", "generated", "scored"] + (["selected", "finalized"] if row.rank <= 2 else ["not_selected"])
+        expected = ["planned", "generated", "scored"] + (
+            ["selected", "finalized"] if row.rank <= 2 else ["not_selected"]
+        )
         assert [h.to_state for h in ledger.history(row.run_id, row.candidate_id)] == expected
     assert len(ledger.embeddings(summary.run_id, "embedded:tiny-clip")) == 6
 
@@ -88,8 +90,21 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
 
 def test_candidates_do_not_depend_on_their_batch(tmp_path: Path) -> None:
     loaded = load_pipeline(resolve_model("embedded:tiny-sd"), choose_runtime("cpu", "float32", "auto"))
-    specs = [CandidateSpec(candidate_id=f"seed{s}", model_ref="embedded:tiny-sd", prompt="a cat", negative_prompt="dull",
-                           width=256, height=256, steps=2, guidance=5.0, scheduler="euler_a", seed=s) for s in (1, 2, 3)]
+    specs = [
+        CandidateSpec(
+            candidate_id=f"seed{s}",
+            model_ref="embedded:tiny-sd",
+            prompt="a cat",
+            negative_prompt="dull",
+            width=256,
+            height=256,
+            steps=2,
+            guidance=5.0,
+            scheduler="euler_a",
+            seed=s,
+        )
+        for s in (1, 2, 3)
+    ]
     together = generate_candidates(loaded, specs, tmp_path / "batch", batch_size=3)
     alone = [generate_candidates(loaded, [spec], tmp_path / "alone", batch_size=1)[0] for spec in specs]
     assert [g.pixel_sha256 for g in together] == [g.pixel_sha256 for g in alone]

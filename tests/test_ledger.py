@@ -14,25 +14,59 @@ from tasks.states import CandidateState, RunStatus
 
 
 def _planned(candidate_id: str, seed: int) -> PlannedCandidate:
-    return PlannedCandidate(candidate_id=candidate_id, job_key="job1", seed=seed, prompt="a cat", negative_prompt="",
-                            model_ref="embedded:tiny-sd", model_identity={"name": "x", "digest": "d"},
-                            pipeline_kind="StableDiffusionPipeline", width=256, height=256, steps=2, guidance=5.0,
-                            scheduler="default")
+    return PlannedCandidate(
+        candidate_id=candidate_id,
+        job_key="job1",
+        seed=seed,
+        prompt="a cat",
+        negative_prompt="",
+        model_ref="embedded:tiny-sd",
+        model_identity={"name": "x", "digest": "d"},
+        pipeline_kind="StableDiffusionPipeline",
+        width=256,
+        height=256,
+        steps=2,
+        guidance=5.0,
+        scheduler="default",
+    )
 
 
 def _ledger(tmp_path: Path) -> Ledger:
-    ledger = Ledger.open(f"sqlite:///{tmp_path}/ledger.sqlite",
-                         FixedClock(datetime(2026, 11, 1, tzinfo=UTC), timedelta(seconds=1)))
-    ledger.start_run(run_id="r1", campaign_id="c", campaign_name="C", manifest_path="m.yaml", manifest_sha256="0" * 64,
-                     policy={}, run_dir=str(tmp_path), candidates=[_planned("cand001", 1), _planned("cand002", 2)],
-                     jobs=[{"job_key": "job1", "prompt_id": "p1", "variant": "", "prompt": "a cat", "variables": {},
-                            "keep_top_k": 1, "output_format": "png"}])
+    ledger = Ledger.open(
+        f"sqlite:///{tmp_path}/ledger.sqlite", FixedClock(datetime(2026, 11, 1, tzinfo=UTC), timedelta(seconds=1))
+    )
+    ledger.start_run(
+        run_id="r1",
+        campaign_id="c",
+        campaign_name="C",
+        manifest_path="m.yaml",
+        manifest_sha256="0" * 64,
+        policy={},
+        run_dir=str(tmp_path),
+        candidates=[_planned("cand001", 1), _planned("cand002", 2)],
+        jobs=[
+            {
+                "job_key": "job1",
+                "prompt_id": "p1",
+                "variant": "",
+                "prompt": "a cat",
+                "variables": {},
+                "keep_top_k": 1,
+                "output_format": "png",
+            }
+        ],
+    )
     return ledger
 
 
 def _image(candidate_id: str) -> GeneratedImage:
-    return GeneratedImage(candidate_id=candidate_id, image_path=f"/x/{candidate_id}.png", image_sha256="a" * 64,
-                          pixel_sha256="b" * 64, generation={"device": "cpu"})
+    return GeneratedImage(
+        candidate_id=candidate_id,
+        image_path=f"/x/{candidate_id}.png",
+        image_sha256="a" * 64,
+        pixel_sha256="b" * 64,
+        generation={"device": "cpu"},
+    )
 
 
 def test_lifecycle_is_recorded_in_history(tmp_path: Path) -> None:
@@ -54,8 +88,10 @@ def test_illegal_transition_is_refused_and_nothing_is_written(tmp_path: Path) ->
     ledger.record_generated("r1", [_image("cand001")])
     # cand2 was never generated: the whole batch must be rejected, including cand1's valid score.
     with pytest.raises(LedgerError, match="cand002 cannot go from planned to scored"):
-        ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0),
-                                    CandidateScore("cand002", "clip", 1.0, 0.4, b"", 0)])
+        ledger.record_scores(
+            "r1",
+            [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0), CandidateScore("cand002", "clip", 1.0, 0.4, b"", 0)],
+        )
     assert ledger.state_counts("r1") == {"generated": 1, "planned": 1}
     assert ledger.embeddings("r1", "clip") == {}
 
@@ -64,9 +100,17 @@ def test_restarting_a_run_keeps_rows_and_counts_attempts(tmp_path: Path) -> None
     ledger = _ledger(tmp_path)
     ledger.record_generated("r1", [_image("cand001")])
     ledger.finish_run("r1", RunStatus.INTERRUPTED)
-    resumed = ledger.start_run(run_id="r1", campaign_id="c", campaign_name="C", manifest_path="m.yaml",
-                               manifest_sha256="0" * 64, policy={}, run_dir=str(tmp_path), jobs=[],
-                               candidates=[_planned("cand001", 1), _planned("cand002", 2)])
+    resumed = ledger.start_run(
+        run_id="r1",
+        campaign_id="c",
+        campaign_name="C",
+        manifest_path="m.yaml",
+        manifest_sha256="0" * 64,
+        policy={},
+        run_dir=str(tmp_path),
+        jobs=[],
+        candidates=[_planned("cand001", 1), _planned("cand002", 2)],
+    )
     assert resumed
     run = ledger.run("r1")
     assert run.attempts == 2 and run.status == RunStatus.RUNNING

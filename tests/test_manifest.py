@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import REPO, write
+
 from flows.cli import main
 from tasks.errors import ManifestError
 from tasks.manifest import load_manifest, load_plan, manifest_json_schema
@@ -68,8 +68,10 @@ def test_run_id_is_deterministic_and_content_sensitive(tmp_path: Path) -> None:
         (GOOD.replace("steps: 2", "steps: many"), "defaults.steps: Input should be a valid integer"),
         (GOOD.replace("seeds: [7, 9]", "seeds: [7, 9]\n    base_seed: 3"), "set either seeds or base_seed"),
         (GOOD.replace("style: [studio, film, neon]", "colour: [red]"), "placeholder {style}"),
-        (GOOD.replace("scheduler", "x").replace("  steps: 2", "  steps: 2\n  scheduler: turbo"),
-         "unknown scheduler 'turbo'; valid schedulers: ddim"),
+        (
+            GOOD.replace("scheduler", "x").replace("  steps: 2", "  steps: 2\n  scheduler: turbo"),
+            "unknown scheduler 'turbo'; valid schedulers: ddim",
+        ),
         (GOOD.replace('["1:1", "16:9"]', '["1:1", "wide"]'), "aspect ratio must look like '16:9'"),
         ("campaign: {id: Bad Id, name: x}\nprompts: [{prompt: a}]\n", "campaign.id: String should match pattern"),
         ("campaign: {id: a, name: x}\nprompts: []\n", "prompts: List should have at least 1 item"),

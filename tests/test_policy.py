@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import write
+
 from flows.cli import main
 from policies.model import load_policy
 from tasks.errors import PolicyError
@@ -48,8 +48,12 @@ def test_unreadable_policy_is_a_clear_error(tmp_path: Path) -> None:
 def test_plan_limits(tmp_path: Path) -> None:
     plan = load_plan(write(tmp_path / "m.yaml", MANIFEST))
     check_plan(plan, load_policy())
-    strict = load_policy(write(tmp_path / "strict.yaml", (
-        "generation:\n  max_pixels: 65536\n  max_candidates_per_run: 1\n  allowed_models: ['org/*']\n")))
+    strict = load_policy(
+        write(
+            tmp_path / "strict.yaml",
+            ("generation:\n  max_pixels: 65536\n  max_candidates_per_run: 1\n  allowed_models: ['org/*']\n"),
+        )
+    )
     with pytest.raises(PolicyError) as caught:
         check_plan(plan, strict)
     message = str(caught.value)

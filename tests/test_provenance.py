@@ -7,7 +7,7 @@ import io
 import json
 import struct
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
@@ -53,8 +53,13 @@ def asset(mime: str = "image/png", **generation) -> AssetFacts:
         prompt=PROMPT,
         negative_prompt="blurry, watermark text",
         mime=mime,
-        generation={"seed": 42, "steps": 4, "clip": {"model": "ViT-B-32", "score": 0.3125, "rank": 1},
-                    "marker": MARKER, **generation},
+        generation={
+            "seed": 42,
+            "steps": 4,
+            "clip": {"model": "ViT-B-32", "score": 0.3125, "rank": 1},
+            "marker": MARKER,
+            **generation,
+        },
     )
 
 
@@ -200,11 +205,17 @@ def test_env_sources(chains, monkeypatch):
     chain, key, anchor = chains["es256"]
     monkeypatch.setenv("AM_TEST_CHAIN", chain.read_text())
     monkeypatch.setenv("AM_TEST_KEY", key.read_text())
-    policy = SigningPolicy(certificate_chain_env="AM_TEST_CHAIN", private_key_env="AM_TEST_KEY", trust_anchors=[str(anchor)])
+    policy = SigningPolicy(
+        certificate_chain_env="AM_TEST_CHAIN", private_key_env="AM_TEST_KEY", trust_anchors=[str(anchor)]
+    )
     with load_signer(policy) as handle:
         assert not handle.is_development and handle.key_source == "environment variable AM_TEST_KEY"
-        _s, report, _d = sign_and_validate(image_bytes("image/jpeg"), "image/jpeg",
-                                           build_manifest_definition(asset("image/jpeg"), policy, None), handle)
+        _s, report, _d = sign_and_validate(
+            image_bytes("image/jpeg"),
+            "image/jpeg",
+            build_manifest_definition(asset("image/jpeg"), policy, None),
+            handle,
+        )
     assert report.state == "Trusted"
     monkeypatch.delenv("AM_TEST_KEY")
     with pytest.raises(SigningConfigError, match="environment variable AM_TEST_KEY is not set"):
@@ -257,11 +268,14 @@ def fake_kms(tmp_path, monkeypatch):
 def test_callback_signer(chains, fake_kms, monkeypatch):
     chain, key, anchor = chains["es256"]
     monkeypatch.setenv("AM_FAKE_KMS_KEY", str(key))
-    policy = SigningPolicy(certificate_chain=str(chain), callback="am_fake_kms:make_signer", trust_anchors=[str(anchor)])
+    policy = SigningPolicy(
+        certificate_chain=str(chain), callback="am_fake_kms:make_signer", trust_anchors=[str(anchor)]
+    )
     with load_signer(policy) as handle:
         assert handle.key_source == "callback am_fake_kms:make_signer"
-        _s, report, _d = sign_and_validate(image_bytes("image/png"), "image/png",
-                                           build_manifest_definition(asset(), policy, WATERMARK), handle)
+        _s, report, _d = sign_and_validate(
+            image_bytes("image/png"), "image/png", build_manifest_definition(asset(), policy, WATERMARK), handle
+        )
     assert report.state == "Trusted"
     import am_fake_kms
 
@@ -270,7 +284,9 @@ def test_callback_signer(chains, fake_kms, monkeypatch):
 
 def test_callback_signer_problems(chains, fake_kms, monkeypatch):
     chain, key, anchor = chains["es256"]
-    policy = SigningPolicy(certificate_chain=str(chain), callback="am_fake_kms:make_signer", trust_anchors=[str(anchor)])
+    policy = SigningPolicy(
+        certificate_chain=str(chain), callback="am_fake_kms:make_signer", trust_anchors=[str(anchor)]
+    )
 
     stranger = chains["es256"][0].parent / "stranger.key"  # a valid P-256 key, but not the leaf's
     stranger.write_bytes(key_pem(build_chain("es256")[0]))
@@ -337,8 +353,9 @@ def test_sign_and_validate_requires_trust_by_default(chains):
     with load_signer(policy) as handle:
         with pytest.raises(ProvenanceError, match="state Valid.*signingCredential.untrusted.*trust_anchors"):
             sign_and_validate(image_bytes("image/png"), "image/png", definition, handle)
-        _signed, report, _ = sign_and_validate(image_bytes("image/png"), "image/png", definition, handle,
-                                               require_trusted=False)
+        _signed, report, _ = sign_and_validate(
+            image_bytes("image/png"), "image/png", definition, handle, require_trusted=False
+        )
     assert report.state == "Valid"
 
 
@@ -400,11 +417,15 @@ def test_prompt_leaking_through_generation_data_is_refused(chains):
     definition = build_manifest_definition(asset(prompt=PROMPT), policy, None)
     assert PROMPT not in json.dumps(definition)
     # ... but the prompt anywhere else is an error, not a silent leak
-    with pytest.raises(ProvenanceError, match=r"prompt text appears in the manifest at \$\.assertions\[2\]\.data\.notes"):
+    with pytest.raises(
+        ProvenanceError, match=r"prompt text appears in the manifest at \$\.assertions\[2\]\.data\.notes"
+    ):
         build_manifest_definition(asset(notes=f"from brief: {PROMPT}"), policy, None)
 
 
-@pytest.mark.parametrize("use, constraint", [("notAllowed", None), ("allowed", None), ("constrained", "licensed partners only")])
+@pytest.mark.parametrize(
+    "use, constraint", [("notAllowed", None), ("allowed", None), ("constrained", "licensed partners only")]
+)
 def test_training_mining_entries_follow_policy(chains, signers, use, constraint):
     policy = file_policy(chains, training_mining=use, training_mining_constraint=constraint)
     definition = build_manifest_definition(asset(), policy, None)
@@ -444,8 +465,9 @@ def test_without_watermark_there_is_no_soft_binding(chains):
 def test_thumbnail_follows_policy(chains):
     policy = file_policy(chains, thumbnail=True)
     with load_signer(policy) as handle:
-        _s, report, _ = sign_and_validate(image_bytes("image/png"), "image/png",
-                                          build_manifest_definition(asset(), policy, None), handle)
+        _s, report, _ = sign_and_validate(
+            image_bytes("image/png"), "image/png", build_manifest_definition(asset(), policy, None), handle
+        )
     manifest = report.manifest_store_json["manifests"][report.active_manifest_label]
     assert manifest["thumbnail"]["format"].startswith("image/")
 
@@ -471,28 +493,35 @@ def test_missing_chain_and_anchor_files(chains, tmp_path):
         load_signer(SigningPolicy(certificate_chain=str(tmp_path / "absent.pem"), private_key=str(key)))
     chain = chains["es256"][0]
     with pytest.raises(SigningConfigError, match=r"trust anchor file .*gone\.pem does not exist"):
-        load_signer(SigningPolicy(certificate_chain=str(chain), private_key=str(key),
-                                  trust_anchors=[str(tmp_path / "gone.pem")]))
+        load_signer(
+            SigningPolicy(
+                certificate_chain=str(chain), private_key=str(key), trust_anchors=[str(tmp_path / "gone.pem")]
+            )
+        )
 
 
 def test_key_not_matching_certificate(chains):
     chain, _key, _anchor = chains["es256"]
     other_key = chains["es256"][0].parent / "other.key"
     other_key.write_bytes(key_pem(build_chain("es256")[0]))
-    with pytest.raises(SigningConfigError, match=r"private key in file .*other\.key does not match the leaf certificate"):
+    with pytest.raises(
+        SigningConfigError, match=r"private key in file .*other\.key does not match the leaf certificate"
+    ):
         load_signer(SigningPolicy(certificate_chain=str(chain), private_key=str(other_key)))
 
 
 def test_expired_and_not_yet_valid_certificates(tmp_path):
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     chain, key, _ = write_chain(
-        tmp_path, *_pick(build_chain("es256", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))),
+        tmp_path,
+        *_pick(build_chain("es256", not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))),
         name="expired",
     )
     with pytest.raises(SigningConfigError, match=r"leaf certificate in file .*expired-chain\.pem expired on"):
         load_signer(SigningPolicy(certificate_chain=str(chain), private_key=str(key)))
     chain, key, _ = write_chain(
-        tmp_path, *_pick(build_chain("es256", not_before=now + timedelta(days=1), not_after=now + timedelta(days=30))),
+        tmp_path,
+        *_pick(build_chain("es256", not_before=now + timedelta(days=1), not_after=now + timedelta(days=30))),
         name="future",
     )
     with pytest.raises(SigningConfigError, match=r"future-chain\.pem is not yet valid"):
@@ -515,7 +544,9 @@ def test_certificate_without_email_protection_or_digital_signature(tmp_path):
 
 def test_algorithm_not_matching_key_type(chains):
     chain, key, _anchor = chains["ed25519"]
-    with pytest.raises(SigningConfigError, match="algorithm es256 needs an EC P-256 key but the certificate has an Ed25519 key"):
+    with pytest.raises(
+        SigningConfigError, match="algorithm es256 needs an EC P-256 key but the certificate has an Ed25519 key"
+    ):
         load_signer(SigningPolicy(algorithm="es256", certificate_chain=str(chain), private_key=str(key)))
 
 
@@ -536,7 +567,9 @@ def test_self_signed_and_misordered_chains(chains, tmp_path):
 
 def test_unsupported_or_mismatched_mime(chains, signers):
     definition = build_manifest_definition(asset(), file_policy(chains), None)
-    with pytest.raises(ProvenanceError, match="unsupported image format 'image/gif'.*image/png, image/jpeg, image/webp"):
+    with pytest.raises(
+        ProvenanceError, match="unsupported image format 'image/gif'.*image/png, image/jpeg, image/webp"
+    ):
         sign_asset(b"GIF89a....", "image/gif", definition, signers["es256"])
     with pytest.raises(ProvenanceError, match="the image bytes are image/png, not image/jpeg"):
         sign_asset(image_bytes("image/png"), "image/jpeg", definition, signers["es256"])
@@ -560,8 +593,14 @@ def test_policy_defaults_are_development_and_private():
 @pytest.mark.parametrize(
     "fields, message",
     [
-        ({"certificate_chain": "c.pem", "certificate_chain_env": "C", "private_key": "k"}, "either certificate_chain .* not both"),
-        ({"certificate_chain": "c.pem", "private_key": "k", "private_key_env": "K"}, "only one of .*private_key, private_key_env"),
+        (
+            {"certificate_chain": "c.pem", "certificate_chain_env": "C", "private_key": "k"},
+            "either certificate_chain .* not both",
+        ),
+        (
+            {"certificate_chain": "c.pem", "private_key": "k", "private_key_env": "K"},
+            "only one of .*private_key, private_key_env",
+        ),
         ({"certificate_chain": "c.pem", "private_key": "k", "callback": "m:f"}, "only one of .*private_key, callback"),
         ({"private_key": "k.pem"}, "private_key needs the certificate chain"),
         ({"callback": "kms:signer"}, "callback needs the certificate chain"),
