@@ -67,3 +67,10 @@ def test_cli_reports_policy_violation_with_exit_2(tmp_path: Path, capsys: pytest
     policy = write(tmp_path / "p.yaml", "generation:\n  max_pixels: 65536\n")
     assert main(["validate", str(manifest), "--policy", str(policy)]) == 2
     assert "over max_pixels" in capsys.readouterr().err
+
+
+def test_example_policies_load() -> None:
+    from conftest import REPO
+
+    for path in sorted((REPO / "policies").glob("*.yaml")):
+        assert load_policy(path).version == 1, path
