@@ -421,18 +421,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="assetmint", description="Provenance-aware batch production of generative marketing images."
     )
     parser.add_argument("--verbose", action="store_true", help="show library logs and full tracebacks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show library logs and full tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
         name: str, handler: Callable[[argparse.Namespace], int], help_text: str, policy: bool = True
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
         p.set_defaults(handler=handler)
         if policy:
             p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
         return p
 
-    p = command("run", cmd_run, "generate, CLIP-score and select every candidate of a manifest")
+    p = command("run", cmd_run, "generate, CLIP-score, select and finalize every candidate of a manifest")
     p.add_argument("manifest", metavar="MANIFEST")
     p = command("validate", cmd_validate, "check a manifest against its schema and the policy limits")
     p.add_argument("manifest", metavar="FILE")

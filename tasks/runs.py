@@ -31,7 +31,7 @@ from tasks.ledger import CandidateScore, Ledger, PlannedCandidate
 from tasks.limits import check_plan
 from tasks.manifest import Plan, load_plan
 from tasks.models import ModelSource, resolve_model
-from tasks.score import clip_score, cosine_rows, encode_images, encode_texts, load_scorer, token_overflow
+from tasks.score import clip_score, cosine_rows, encode_images, encode_texts, load_scorer, resolve_clip, token_overflow
 from tasks.select import rank_and_select
 from tasks.states import CandidateState, RunStatus
 from tasks.workdir import ensure_writable
@@ -85,6 +85,7 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     if policy.finalize.enabled:
         check_signer(policy)
     models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
+    resolve_clip(policy.scoring.clip_model)
     return RunContext(
         run_id=plan.run_id,
         plan=plan,

@@ -18,13 +18,22 @@ prompts: [{prompt: a lamp on a desk}]
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], capture_output=True, text=True, env=env,
-                          cwd=tmp_path, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_help_does_not_import_torch(tmp_path: Path) -> None:
-    code = "import sys\nfrom flows.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n" \
-           "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    code = (
+        "import sys\nfrom flows.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "usage: assetmint" in result.stdout
     assert result.stdout.strip().endswith("False False")

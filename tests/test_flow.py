@@ -215,3 +215,19 @@ def test_second_run_of_the_same_manifest_is_refused(tmp_path: Path, capsys: pyte
     assert f"run {run_id} is already running" in err
     ledger_file = tmp_path / "work/ledger.sqlite"
     assert not ledger_file.exists() or not Ledger.open(f"sqlite:///{ledger_file}").runs()
+
+
+def test_unknown_models_fail_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    allow_all = write(tmp_path / "p.yaml", "generation:\n  allowed_models: ['*']\n")
+    hub = write(tmp_path / "hub.yaml", MANIFEST.replace("embedded:tiny-sd", "someorg/some-model"))
+    assert main(["run", str(hub), "--policy", str(allow_all)]) == 2
+    assert "'someorg/some-model' is not in the local Hugging Face cache" in capsys.readouterr().err
+    bad_clip = write(tmp_path / "clip.yaml", "scoring:\n  clip_model: 'NoSuchNet:x'\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(bad_clip)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown open_clip model 'NoSuchNet'" in err and "ViT-B-32" in err
+    bad_tag = write(tmp_path / "tag.yaml", "scoring:\n  clip_model: 'ViT-B-32:nonsense'\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(bad_tag)]) == 2
+    assert "valid tags: " in capsys.readouterr().err and not (tmp_path / "work/ledger.sqlite").exists()
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST.replace("tiny-sd", "huge-sd")))]) == 2
+    assert "valid embedded models are: embedded:tiny-clip, embedded:tiny-sd" in capsys.readouterr().err

@@ -35,3 +35,35 @@ def test_finalized_candidates_keep_their_slot_and_rank() -> None:
     assert "done" not in selection.ranks
     assert selection.ranks == {"new": 1, "c": 3}
     assert selection.selected == {"new"}
+
+
+def test_candidate_ids_depend_on_every_pixel_input() -> None:
+    from tasks.identity import candidate_id
+
+    base = dict(
+        model_identity={"name": "m", "digest": "d1"},
+        pipeline_kind="StableDiffusionPipeline",
+        prompt="a cat",
+        negative_prompt="",
+        width=512,
+        height=512,
+        steps=20,
+        guidance=7.5,
+        scheduler="default",
+        seed=1,
+    )
+    first = candidate_id(**base)
+    assert candidate_id(**base) == first and len(first) == 20
+    changes = [
+        {"seed": 2},
+        {"prompt": "a dog"},
+        {"negative_prompt": "x"},
+        {"width": 520},
+        {"steps": 21},
+        {"guidance": 7.0},
+        {"scheduler": "ddim"},
+        {"model_identity": {"name": "m", "digest": "d2"}},
+        {"pipeline_kind": "StableDiffusionXLPipeline"},
+    ]
+    ids = {candidate_id(**{**base, **change}) for change in changes}
+    assert first not in ids and len(ids) == len(changes)
