@@ -81,8 +81,13 @@ def textured(photo: Image.Image) -> Image.Image:
     rng = np.random.default_rng(1)
     texture = np.stack(
         [
-            np.asarray(Image.fromarray(rng.normal(128, 40, photo.size[::-1]).clip(0, 255).astype(np.uint8))
-                       .filter(ImageFilter.GaussianBlur(0.7)), dtype=np.float64) - 128
+            np.asarray(
+                Image.fromarray(rng.normal(128, 40, photo.size[::-1]).clip(0, 255).astype(np.uint8)).filter(
+                    ImageFilter.GaussianBlur(0.7)
+                ),
+                dtype=np.float64,
+            )
+            - 128
             for _ in range(3)
         ],
         axis=2,
