@@ -7,7 +7,6 @@ Run: python benchmarks/finalize_cost.py [--quick]
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import tempfile
 import time
@@ -46,10 +45,15 @@ def time_one(image: Image.Image, method: str, fmt: str, signer, policy, repeats:
         t1 = time.perf_counter()
         data = encode_delivery(marked, fmt, policy.finalize)
         t2 = time.perf_counter()
-        marks = provenance.WatermarkFacts(algorithm=f"com.assetmint.imwatermark.{method}", method=method,
-                                          payload_hex=watermark.payload_hex(key, method), key=str(key))
-        facts = provenance.AssetFacts(asset_id=f"bench{key}", model_name="bench", prompt="a test",
-                                      generation={"seed": key}, mime=f"image/{fmt}")
+        marks = provenance.WatermarkFacts(
+            algorithm=f"com.assetmint.imwatermark.{method}",
+            method=method,
+            payload_hex=watermark.payload_hex(key, method),
+            key=str(key),
+        )
+        facts = provenance.AssetFacts(
+            asset_id=f"bench{key}", model_name="bench", prompt="a test", generation={"seed": key}, mime=f"image/{fmt}"
+        )
         definition = provenance.build_manifest_definition(facts, policy.signing, marks)
         provenance.sign_and_validate(data, f"image/{fmt}", definition, signer)
         t3 = time.perf_counter()
@@ -82,8 +86,11 @@ def main() -> None:
                     except watermark.WatermarkVerificationError as exc:
                         print(f"| {size}² | {method} | {fmt} | refused: {exc} | | | | |")
                         continue
-                    print(f"| {size}² | {method} | {fmt} | {t['embed+verify'] * 1000:.0f} ms | {t['encode'] * 1000:.0f} ms"
-                          f" | {t['sign+read back'] * 1000:.0f} ms | {t['total'] * 1000:.0f} ms | {1 / t['total']:.2f} |")
+                    ms = {name: f"{seconds * 1000:.0f} ms" for name, seconds in t.items()}
+                    print(
+                        f"| {size}² | {method} | {fmt} | {ms['embed+verify']} | {ms['encode']} | {ms['sign+read back']}"
+                        f" | {ms['total']} | {1 / t['total']:.2f} |"
+                    )
         count = 8 if args.quick else 24
         folder = Path(tmp) / "images"
         folder.mkdir()
@@ -91,17 +98,33 @@ def main() -> None:
         for i in range(count):
             path = folder / f"{i}.png"
             photo_like(1024, i).save(path)
-            jobs.append(FinalizeJob(
-                run_id="bench", candidate_id=f"c{i}", asset_key=i + 1, image_path=str(path), output_format="png",
-                final_path=str(folder / f"final-{i}.png"), prompt="a test", negative_prompt="", model_name="bench",
-                title="bench", generation={"seed": i}, watermark=policy.watermark, signing=policy.signing,
-                finalize=policy.finalize, dev_keys_dir=str(Path(os.environ["ASSETMINT_CONFIG_DIR"]) / "keys")))
+            jobs.append(
+                FinalizeJob(
+                    run_id="bench",
+                    candidate_id=f"c{i}",
+                    asset_key=i + 1,
+                    image_path=str(path),
+                    output_format="png",
+                    final_path=str(folder / f"final-{i}.png"),
+                    prompt="a test",
+                    negative_prompt="",
+                    model_name="bench",
+                    title="bench",
+                    generation={"seed": i},
+                    watermark=policy.watermark,
+                    signing=policy.signing,
+                    finalize=policy.finalize,
+                    dev_keys_dir=str(Path(os.environ["ASSETMINT_CONFIG_DIR"]) / "keys"),
+                )
+            )
         began = time.perf_counter()
         outcomes = finalize_many(jobs, policy.finalize.workers)
         seconds = time.perf_counter() - began
         assert all(o.ok for o in outcomes), [o.reason for o in outcomes if not o.ok]
-        print(f"\nfinalize stage, {count} PNG assets at 1024², {policy.watermark.method.value}, "
-              f"{policy.finalize.workers} worker processes (incl. their start-up): {count / seconds:.2f} images/s")
+        print(
+            f"\nfinalize stage, {count} PNG assets at 1024², {policy.watermark.method.value}, "
+            f"{policy.finalize.workers} worker processes (incl. their start-up): {count / seconds:.2f} images/s"
+        )
 
 
 if __name__ == "__main__":

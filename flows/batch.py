@@ -19,6 +19,8 @@ generate_task = task(runs.generate_chunk, name="generate-chunk", cache_policy=NO
 warnings_task = task(runs.record_prompt_warnings, name="check-prompt-lengths", cache_policy=NO_CACHE)
 score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
 select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
+screen_prompts_task = task(runs.screen_prompts_stage, name="screen-prompts", cache_policy=NO_CACHE)
+screen_images_task = task(runs.screen_images_stage, name="screen-images", cache_policy=NO_CACHE)
 finalize_task = task(runs.finalize_selected, name="finalize", cache_policy=NO_CACHE)
 
 
@@ -61,8 +63,9 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
     """Generate, score, select and finalize every candidate a manifest plans; resumes where a run stopped."""
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
     with run_lock(ctx.work_dir, ctx.run_id):
-        start_task(ctx)
-        notices = runs.run_notices(ctx)
+        prompt_verdicts = screen_prompts_task(ctx)
+        start_task(ctx, prompt_verdicts)
+        notices = runs.run_notices(ctx) + runs.blocked_notices(ctx, prompt_verdicts)
         for notice in notices:
             get_run_logger().warning(notice)
         generated = 0
@@ -73,6 +76,7 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
                 generated += generate_task(ctx, chunk, generated, total)
             warnings = notices + warnings_task(ctx)
             score_task(ctx)
+            screen_images_task(ctx)
             select_task(ctx)
             if ctx.policy.finalize.enabled:
                 warnings += [f"not finalized: {reason}" for reason in finalize_task(ctx)]

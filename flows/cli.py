@@ -28,6 +28,13 @@ def _quiet_environment(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
 
 
+def escape(text: str) -> str:
+    """Escape rich markup in user-provided text (prompts and names may contain square brackets)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -60,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     plan = load_plan(Path(args.manifest))
     check_plan(plan, load_policy(_path(args.policy)))
     models = sorted({job.model for job in plan.jobs})
-    table = Table(title=f"{plan.campaign_name} ({plan.run_id})", caption=f"model: {', '.join(models)}")
+    table = Table(title=escape(f"{plan.campaign_name} ({plan.run_id})"), caption=escape(f"model: {', '.join(models)}"))
     for column in ("#", "id", "prompt", "size", "n", "seeds", "steps", "cfg", "sched", "keep"):
         table.add_column(column, overflow="fold", no_wrap=column != "prompt")
     for index, job in enumerate(plan.jobs, start=1):
@@ -68,7 +75,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         table.add_row(
             str(index),
             job.prompt_id,
-            job.prompt,
+            escape(job.prompt),
             f"{job.width}x{job.height}",
             str(len(job.seeds)),
             seeds,
@@ -164,14 +171,14 @@ def _print_summary(console: Any, summary: Any) -> None:
         soft_wrap=True,
     )
     for warning in summary.warnings:
-        console.print(f"[yellow]warning:[/yellow] {warning}")
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     table = Table(title="Best candidates per prompt")
     for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "state", "candidate"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "candidate"))
+        table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "state", "candidate"))
     for best in summary.best:
         table.add_row(
             best["prompt_id"],
-            best["variant"],
+            escape(best["variant"]),
             str(best["rank"]),
             f"{best['clip_score']:.4f}",
             str(best["seed"]),
@@ -207,7 +214,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         counts = ledger.state_counts(run.run_id)
         table.add_row(
             run.run_id,
-            run.campaign_name,
+            escape(run.campaign_name),
             run.status,
             str(run.attempts),
             run.updated_at.strftime("%Y-%m-%d %H:%M"),
@@ -241,11 +248,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_run(console: Any, ledger: Any, run: Any) -> None:
     from rich.table import Table
 
-    console.print(f"[bold]{run.run_id}[/bold]  {run.campaign_name}  status {run.status}, attempts {run.attempts}")
+    console.print(
+        f"[bold]{run.run_id}[/bold]  {escape(run.campaign_name)}  status {run.status}, attempts {run.attempts}"
+    )
     console.print(f"manifest {run.manifest_path}\nimages {run.run_dir}/candidates", soft_wrap=True)
     rows = ledger.candidates(run.run_id)
     for job in ledger.jobs(run.run_id):
-        table = Table(title=f"{job.prompt_id} {job.variant}: {job.prompt}", title_justify="left")
+        table = Table(title=escape(f"{job.prompt_id} {job.variant}: {job.prompt}"), title_justify="left")
         for column in ("rank", "CLIPScore", "cosine", "seed", "state", "candidate"):
             table.add_column(column)
         members = sorted((r for r in rows if r.job_key == job.job_key), key=lambda r: (r.rank or 10**9, r.seed))
@@ -260,7 +269,7 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
             )
         console.print(table)
         for warning in job.warnings:
-            console.print(f"  [yellow]warning:[/yellow] {warning}")
+            console.print(f"  [yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
 
 
 def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
@@ -346,7 +355,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def _print_verify(console: Any, report: Any) -> None:
     verdict = "[green]OK[/green]" if report.ok else "[red]FAILED[/red]"
-    console.print(f"{verdict} {report.path}", soft_wrap=True)
+    console.print(f"{verdict} {escape(report.path)}", soft_wrap=True)
     credential = report.credential or {}
     lines = [("format", report.mime), ("sha256", report.sha256)]
     if credential:
@@ -374,7 +383,28 @@ def _print_verify(console: Any, report: Any) -> None:
     for name, value in lines:
         console.print(f"  {name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
     for problem in report.problems:
-        console.print(f"  [red]problem:[/red] {problem}", soft_wrap=True)
+        console.print(f"  [red]problem:[/red] {escape(problem)}", soft_wrap=True)
+
+
+def cmd_safety_eval(args: argparse.Namespace) -> int:
+    """Precision, recall, confusion table and threshold sweep of the image filters on a labelled folder."""
+    from functools import partial
+
+    from policies.model import load_policy
+    from tasks.safety.evaluate import evaluate
+    from tasks.score import encode_images, encode_texts, load_scorer
+
+    policy = load_policy(_path(args.policy))
+    scorer = load_scorer(policy.scoring.clip_model)
+    report = evaluate(
+        Path(args.folder),
+        Path(args.labels),
+        policy.safety,
+        partial(encode_images, scorer, batch_size=policy.scoring.batch_size),
+        partial(encode_texts, scorer),
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return 0
 
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
@@ -454,6 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("verify", cmd_verify, "check files' Content Credentials and watermarks against the ledger")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    safety = sub.add_parser("safety", help="safety filters")
+    safety_sub = safety.add_subparsers(dest="safety_command", required=True, metavar="ACTION")
+    p = safety_sub.add_parser("eval", help="measure the image filters on a labelled folder", parents=[common])
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--labels", required=True, metavar="CSV", help="filename,label rows with label safe or unsafe")
+    p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_safety_eval)
     keys = sub.add_parser("keys", help="development signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("init", help="create a development CA and signing certificate")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.finalize import FinalizePolicy
+from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
 from tasks.errors import PolicyError
@@ -96,6 +97,9 @@ class Policy(BaseModel):
     scoring: ScoringPolicy = Field(default_factory=ScoringPolicy, description="CLIP scoring and selection.")
     generation: GenerationPolicy = Field(default_factory=GenerationPolicy, description="Generation limits.")
     ledger: LedgerPolicy = Field(default_factory=LedgerPolicy, description="Ledger database.")
+    safety: SafetyPolicy = Field(
+        default_factory=SafetyPolicy, description="Prompt screening before generation and image filters after."
+    )
     watermark: WatermarkPolicy = Field(default_factory=WatermarkPolicy, description="Invisible watermark.")
     signing: SigningPolicy = Field(
         default_factory=SigningPolicy,

@@ -112,9 +112,12 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
 
     from tasks import provenance, watermark
 
-    with Image.open(job.image_path) as source:
-        source.load()
-        image, notes = _prepare_pixels(source.convert("RGB"), job.watermark)
+    try:
+        with Image.open(job.image_path) as source:
+            source.load()
+            image, notes = _prepare_pixels(source.convert("RGB"), job.watermark)
+    except OSError as exc:  # includes PIL's UnidentifiedImageError and truncated files
+        raise AssetMintError(f"candidate image {job.image_path} cannot be read: {exc}") from None
     mime = MIME_BY_FORMAT[job.output_format]
     marks: provenance.WatermarkFacts | None = None
     method = job.watermark.method

@@ -18,6 +18,7 @@ from tasks.errors import ModelError
 from tasks.files import write_atomic
 from tasks.ledger import GeneratedImage
 from tasks.models import ModelSource
+from tasks.quiet import quiet_diffusers
 from tasks.schedulers import get_scheduler_preset
 
 if TYPE_CHECKING:
@@ -108,17 +109,6 @@ def choose_runtime(device: str = "auto", dtype: str = "auto", batch_invariant: s
     return RuntimeChoice(device=device, dtype=dtype, batch_invariant=invariant)
 
 
-def _quiet_libraries() -> None:
-    """Keep library chatter (progress bars, truncation notices we record ourselves) out of normal output."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-
-
 def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline:
     """Load (once per process) a text-to-image pipeline from a folder or model id."""
     key = (source.location, runtime.device, runtime.dtype, runtime.batch_invariant)
@@ -129,7 +119,7 @@ def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline
         import torch
         from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
-        _quiet_libraries()
+        quiet_diffusers()
         kwargs: dict[str, Any] = {"dtype": getattr(torch, runtime.dtype)}
         if source.revision and not source.local:
             kwargs["revision"] = source.revision

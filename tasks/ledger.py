@@ -74,6 +74,7 @@ class JobRow(Base):
     keep_top_k: Mapped[int] = mapped_column(Integer)
     output_format: Mapped[str] = mapped_column(String(8))
     warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    screening: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class CandidateRow(Base):
@@ -104,6 +105,7 @@ class CandidateRow(Base):
     clip_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     clip_cosine: Mapped[float | None] = mapped_column(Float, nullable=True)
     rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    safety: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -476,6 +478,24 @@ class Ledger:
                     )
                 )
 
+    def record_screening(self, run_id: str, verdicts: dict[str, dict[str, Any]]) -> None:
+        """Store each candidate's safety verdict (per-filter scores and reasons) and mark it passed or flagged."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            for candidate_id, verdict in verdicts.items():
+                row = self._candidate(session, run_id, candidate_id)
+                target = CandidateState.SCREENED_FLAGGED if verdict["flagged"] else CandidateState.SCREENED_PASSED
+                self._move(session, row, target, now, {"reasons": verdict.get("reasons", [])})
+                row.safety = verdict
+
+    def record_job_screening(self, run_id: str, job_key: str, verdict: dict[str, Any]) -> None:
+        """Store a job's prompt-screening verdict."""
+        with self.transaction() as session:
+            job = session.get(JobRow, (run_id, job_key))
+            if job is None:
+                raise LedgerError(f"run {run_id} has no job {job_key}.")
+            job.screening = verdict
+
     def record_selection(self, run_id: str, ranks: dict[str, int], selected: set[str], reason: dict[str, str]) -> None:
         """Store each candidate's rank within its job and whether it was selected, in one transaction."""
         now = self.clock.now()
@@ -483,6 +503,8 @@ class Ledger:
             for candidate_id, rank in ranks.items():
                 row = self._candidate(session, run_id, candidate_id)
                 row.rank = rank
+                if row.state == CandidateState.SCREENED_FLAGGED:
+                    continue  # ranked for the reviewer, never selected
                 target = CandidateState.SELECTED if candidate_id in selected else CandidateState.NOT_SELECTED
                 if row.state != target:
                     self._move(session, row, target, now, {"rank": rank, "why": reason.get(candidate_id, "")})

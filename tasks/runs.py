@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -106,10 +106,12 @@ def check_signer(policy: Policy) -> None:
         pass
 
 
-def planned_candidates(ctx: RunContext) -> list[PlannedCandidate]:
-    """Every candidate of the plan with its deterministic id."""
+def planned_candidates(ctx: RunContext, blocked: frozenset[str] = frozenset()) -> list[PlannedCandidate]:
+    """Every candidate of the plan with its deterministic id, except those of jobs whose prompt was blocked."""
     planned: list[PlannedCandidate] = []
     for job in ctx.plan.jobs:
+        if job.job_key in blocked:
+            continue
         source = ctx.models[job.model]
         kind = pipeline_kind(source)
         for seed in job.seeds:
@@ -136,10 +138,40 @@ def planned_candidates(ctx: RunContext) -> list[PlannedCandidate]:
     return planned
 
 
-def start_run(ctx: RunContext) -> bool:
-    """Record the run and its plan in the ledger (idempotent); True when resuming an earlier run."""
+def screen_prompts_stage(ctx: RunContext) -> dict[str, dict[str, Any]]:
+    """Screen every job's prompt before anything is generated; returns verdicts by job key."""
+    from tasks.safety.prompts import screen_prompts
+
+    if not ctx.policy.safety.prompts.enabled:
+        return {}
+    verdicts = screen_prompts([job.prompt for job in ctx.plan.jobs], ctx.policy.safety.prompts)
+    return {job.job_key: asdict(verdict) for job, verdict in zip(ctx.plan.jobs, verdicts, strict=True)}
+
+
+def blocked_notices(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per blocked prompt: which prompt, which rule, why."""
+    jobs = {job.job_key: job for job in ctx.plan.jobs}
+    return [
+        f"prompt {_job_label(jobs[key])} blocked, nothing generated: {verdict['reason']}"
+        for key, verdict in prompt_verdicts.items()
+        if verdict["blocked"]
+    ]
+
+
+def _job_label(job: Any) -> str:
+    return f"{job.prompt_id} [{job.variant}]" if job.variant else job.prompt_id
+
+
+def blocked_jobs(prompt_verdicts: dict[str, dict[str, Any]]) -> frozenset[str]:
+    """Job keys whose prompt screening blocked them."""
+    return frozenset(key for key, verdict in prompt_verdicts.items() if verdict["blocked"])
+
+
+def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None = None) -> bool:
+    """Record the run, its plan and prompt verdicts in the ledger (idempotent); True when resuming."""
     ledger = ledger_for(ctx.ledger_url)
-    candidates = planned_candidates(ctx)
+    prompt_verdicts = prompt_verdicts or {}
+    candidates = planned_candidates(ctx, blocked_jobs(prompt_verdicts))
     seen: dict[str, PlannedCandidate] = {}
     for planned in candidates:
         if planned.candidate_id in seen:
@@ -157,7 +189,7 @@ def start_run(ctx: RunContext) -> bool:
         for job in ctx.plan.jobs
     ]
     ctx.image_dir.mkdir(parents=True, exist_ok=True)
-    return ledger.start_run(
+    resumed = ledger.start_run(
         run_id=ctx.run_id,
         campaign_id=ctx.plan.campaign_id,
         campaign_name=ctx.plan.campaign_name,
@@ -168,6 +200,9 @@ def start_run(ctx: RunContext) -> bool:
         jobs=jobs,
         candidates=candidates,
     )
+    for job_key, verdict in prompt_verdicts.items():
+        ledger.record_job_screening(ctx.run_id, job_key, verdict)
+    return resumed
 
 
 def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
@@ -234,10 +269,7 @@ def record_prompt_warnings(ctx: RunContext) -> list[str]:
         dropped_gen = prompt_token_overflow(loaded, job.prompt)
         for who, count in (("CLIP scorer", dropped), ("generator text encoder", dropped_gen)):
             if count:
-                message = (
-                    f"prompt {job.prompt_id} [{job.variant}] is {count} tokens too long for the {who}; "
-                    "the end is ignored"
-                )
+                message = f"prompt {_job_label(job)} is {count} tokens too long for the {who}; the end is ignored"
                 ledger.add_job_warning(ctx.run_id, job.job_key, message)
                 warnings.append(message)
     return warnings
@@ -280,11 +312,51 @@ def score_pending(ctx: RunContext) -> int:
     return done
 
 
+def screen_images_stage(ctx: RunContext) -> int:
+    """Screen every scored candidate with the policy's image filters, reusing the scorer's image embeddings."""
+    from tasks.safety.images import screen_images
+
+    ledger = ledger_for(ctx.ledger_url)
+    rows = ledger.candidates(ctx.run_id, [CandidateState.SCORED])
+    if not rows:
+        return 0
+    scoring = ctx.policy.scoring
+    scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
+    stored = ledger.embeddings(ctx.run_id, scoring.clip_model)
+    done = 0
+    for start in range(0, len(rows), scoring.batch_size):
+        batch = rows[start : start + scoring.batch_size]
+        embeddings = np.stack([np.frombuffer(stored[r.candidate_id], dtype=np.float32) for r in batch])
+        verdicts = screen_images(
+            [Path(str(r.image_path)) for r in batch],
+            embeddings,
+            lambda texts: encode_texts(scorer, texts),
+            ctx.policy.safety,
+        )
+        ledger.record_screening(
+            ctx.run_id,
+            {
+                row.candidate_id: {**asdict(verdict), "screened_at": ledger.clock.now().isoformat()}
+                for row, verdict in zip(batch, verdicts, strict=True)
+            },
+        )
+        done += len(batch)
+        progress.report("screen", done, len(rows))
+    return done
+
+
 def select_top(ctx: RunContext) -> int:
     """Rank each job's scored candidates and select the top k above the policy minimum; returns selected count."""
     ledger = ledger_for(ctx.ledger_url)
     finalizing = {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
-    rankable = [CandidateState.SCORED, CandidateState.SELECTED, CandidateState.NOT_SELECTED, *finalizing]
+    flagged = CandidateState.SCREENED_FLAGGED
+    rankable = [
+        CandidateState.SCREENED_PASSED,
+        flagged,
+        CandidateState.SELECTED,
+        CandidateState.NOT_SELECTED,
+        *finalizing,
+    ]
     rows = ledger.candidates(ctx.run_id, rankable)
     cap = ctx.policy.scoring.top_k
     selected = 0
@@ -294,7 +366,8 @@ def select_top(ctx: RunContext) -> int:
             continue
         keep = min(job.keep_top_k, cap) if cap else job.keep_top_k
         locked = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state in finalizing)
-        selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked)
+        ineligible = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state == flagged)
+        selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked, ineligible)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
         selected += len(selection.selected)
     return selected
@@ -383,7 +456,7 @@ def finalize_selected(ctx: RunContext) -> list[str]:
                 "cosine": round(row.clip_cosine or 0.0, 6),
                 "rank": row.rank,
             },
-            "safety": {"screened": False, "reason": "this AssetMint version has no safety filters"},
+            "safety": _safety_summary(row.safety),
             "review": {"decision": "auto-approved", "by": "policy (top-k selection)", "at": now},
         }
         work.append(
@@ -414,9 +487,25 @@ def finalize_selected(ctx: RunContext) -> list[str]:
             failures.append(f"{outcome.candidate_id}: {outcome.reason}")
         progress.report("finalize", len(done), len(work))
 
+    unscreened = [job for job in work if not next(r for r in rows if r.candidate_id == job.candidate_id).safety]
+    if unscreened:  # the state machine already prevents this; a record without a verdict is never signed
+        raise LedgerError(f"{len(unscreened)} selected candidates have no safety verdict; refusing to finalize them")
     outcomes = finalize_many(work, policy.finalize.workers, record)
     ledger.record_finalized(ctx.run_id, outcomes)
     return failures
+
+
+def _safety_summary(verdict: dict[str, Any] | None) -> dict[str, Any]:
+    """The safety part of the generation assertion: which filters ran, their scores, and the verdict."""
+    if not verdict:
+        return {"screened": False}
+    return {
+        "screened": True,
+        "verdict": "flagged" if verdict["flagged"] else "passed",
+        "filters_run": list(verdict["filters_run"]),
+        "filters_off": list(verdict["filters_off"]),
+        "scores": {f"{r['filter']}:{r['label']}": round(float(r["score"]), 6) for r in verdict["results"]},
+    }
 
 
 def run_notices(ctx: RunContext) -> list[str]:
@@ -426,6 +515,8 @@ def run_notices(ctx: RunContext) -> list[str]:
         notices.append("finalize is OFF in the policy: selected candidates are not watermarked or signed")
     if not ctx.policy.watermark.enabled:
         notices.append("invisible watermarking is OFF in the policy: finalized assets carry no watermark")
+    for name in ctx.policy.safety.disabled_filters():
+        notices.append(f"safety filter {name} is OFF in the policy; recorded with every candidate")
     if ctx.policy.signing.uses_development_keys:
         notices.append("signing with DEVELOPMENT keys (untrusted for production); see `assetmint keys show`")
     return notices

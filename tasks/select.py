@@ -16,12 +16,17 @@ class Selection:
 
 
 def rank_and_select(
-    scores: Sequence[tuple[str, float]], keep_top_k: int, min_score: float, locked: frozenset[str] = frozenset()
+    scores: Sequence[tuple[str, float]],
+    keep_top_k: int,
+    min_score: float,
+    locked: frozenset[str] = frozenset(),
+    ineligible: frozenset[str] = frozenset(),
 ) -> Selection:
     """Rank one job's candidates by score (ties by id) and keep the top k at or above min_score.
 
     `locked` candidates were already selected and finalized: they keep their place and use up a slot each, and
-    they get no new rank (their rank is already signed into their Content Credentials).
+    they get no new rank (their rank is already signed into their Content Credentials). `ineligible` candidates
+    (flagged by safety screening) are ranked but never selected.
     """
     ordered = sorted(scores, key=lambda item: (-item[1], item[0]))
     ranks: dict[str, int] = {}
@@ -32,7 +37,9 @@ def rank_and_select(
         if candidate_id in locked:
             continue
         ranks[candidate_id] = position
-        if score < min_score:
+        if candidate_id in ineligible:
+            reasons[candidate_id] = "flagged by safety screening"
+        elif score < min_score:
             reasons[candidate_id] = f"score {score:.4f} below minimum {min_score:.4f}"
         elif len(selected) + slots_taken >= keep_top_k:
             reasons[candidate_id] = f"rank {position} outside top {keep_top_k}"

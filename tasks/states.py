@@ -11,6 +11,8 @@ class CandidateState(StrEnum):
     PLANNED = "planned"
     GENERATED = "generated"
     SCORED = "scored"
+    SCREENED_PASSED = "screened_passed"
+    SCREENED_FLAGGED = "screened_flagged"
     SELECTED = "selected"
     NOT_SELECTED = "not_selected"
     FINALIZED = "finalized"
@@ -30,7 +32,9 @@ class RunStatus(StrEnum):
 ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
     CandidateState.PLANNED: frozenset({CandidateState.GENERATED, CandidateState.FAILED}),
     CandidateState.GENERATED: frozenset({CandidateState.SCORED, CandidateState.FAILED}),
-    CandidateState.SCORED: frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED}),
+    CandidateState.SCORED: frozenset({CandidateState.SCREENED_PASSED, CandidateState.SCREENED_FLAGGED}),
+    # Only candidates that passed screening can be selected: an unscreened or flagged one never reaches finalize.
+    CandidateState.SCREENED_PASSED: frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED}),
     # Selection is recomputed when a run resumes with more candidates, so it may flip either way.
     CandidateState.SELECTED: frozenset(
         {CandidateState.NOT_SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}

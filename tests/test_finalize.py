@@ -150,3 +150,34 @@ def test_bad_signing_configuration_fails_before_generation(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "missing-chain.pem" in err and "Traceback" not in err
     assert not (tmp_path / "work" / "ledger.sqlite").exists()
+
+
+def test_corrupt_or_missing_source_image_is_refused_without_a_final_file(tmp_path: Path) -> None:
+    from policies.model import load_policy
+    from tasks.finalize import FinalizeJob, finalize_one
+
+    policy = load_policy()
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    for source in (corrupt, tmp_path / "missing.png"):
+        final = tmp_path / "final" / f"{source.stem}.png"
+        job = FinalizeJob(
+            run_id="r",
+            candidate_id=source.stem,
+            asset_key=1,
+            image_path=str(source),
+            output_format="png",
+            final_path=str(final),
+            prompt="p",
+            negative_prompt="",
+            model_name="m",
+            title="t",
+            generation={},
+            watermark=policy.watermark,
+            signing=policy.signing,
+            finalize=policy.finalize,
+        )
+        outcome = finalize_one(job)
+        assert not outcome.ok and str(source) in outcome.reason
+        assert not final.exists()
+        assert not final.parent.exists() or not any(final.parent.iterdir())  # no temporary left behind either

@@ -73,11 +73,18 @@ def test_lifecycle_is_recorded_in_history(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     ledger.record_generated("r1", [_image("cand001")])
     ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.2, 0.48, b"\0" * 8, 2)])
+    ledger.record_screening("r1", {"cand001": {"flagged": False, "reasons": []}})
     ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {"cand001": "rank 1"})
     row = ledger.find_candidates("cand001")[0]
     assert (row.state, row.rank, row.clip_score) == (CandidateState.SELECTED, 1, 1.2)
     states = [(h.from_state, h.to_state) for h in ledger.history("r1", "cand001")]
-    assert states == [(None, "planned"), ("planned", "generated"), ("generated", "scored"), ("scored", "selected")]
+    assert states == [
+        (None, "planned"),
+        ("planned", "generated"),
+        ("generated", "scored"),
+        ("scored", "screened_passed"),
+        ("screened_passed", "selected"),
+    ]
     times = [h.at for h in ledger.history("r1", "cand001")]
     assert times == sorted(times) and len(set(times)) == len(times)
     assert ledger.embeddings("r1", "clip") == {"cand001": b"\0" * 8}

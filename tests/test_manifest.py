@@ -149,3 +149,12 @@ def test_cli_bad_manifest_exits_2_without_traceback(tmp_path: Path, capsys: pyte
     assert "Traceback" not in err
     assert main(["plan", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_prompts_with_markup_are_shown_verbatim(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "250")
+    text = GOOD.replace("plain prompt", "'[bold]x[/bold] <script>alert(1)</script> [red]'")
+    assert main(["plan", str(write(tmp_path / "m.yaml", text))]) == 0
+    assert "[bold]x[/bold] <script>alert(1)</script> [red]" in capsys.readouterr().out
