@@ -21,6 +21,7 @@ score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
 select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
 screen_prompts_task = task(runs.screen_prompts_stage, name="screen-prompts", cache_policy=NO_CACHE)
 screen_images_task = task(runs.screen_images_stage, name="screen-images", cache_policy=NO_CACHE)
+approve_task = task(runs.approve_by_policy, name="review-by-policy", cache_policy=NO_CACHE)
 finalize_task = task(runs.finalize_selected, name="finalize", cache_policy=NO_CACHE)
 
 
@@ -78,8 +79,10 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
             score_task(ctx)
             screen_images_task(ctx)
             select_task(ctx)
+            approve_task(ctx)
             if ctx.policy.finalize.enabled:
                 warnings += [f"not finalized: {reason}" for reason in finalize_task(ctx)]
+            warnings += runs.review_notices(ctx)
         except BaseException as exc:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.finalize import FinalizePolicy
+from policies.review import ReviewPolicy
 from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
@@ -100,6 +101,7 @@ class Policy(BaseModel):
     safety: SafetyPolicy = Field(
         default_factory=SafetyPolicy, description="Prompt screening before generation and image filters after."
     )
+    review: ReviewPolicy = Field(default_factory=ReviewPolicy, description="Automatic or human approval.")
     watermark: WatermarkPolicy = Field(default_factory=WatermarkPolicy, description="Invisible watermark.")
     signing: SigningPolicy = Field(
         default_factory=SigningPolicy,

@@ -25,6 +25,10 @@ class LedgerError(AssetMintError):
     """The ledger cannot be opened, or a record the user asked for does not exist."""
 
 
+class ReviewError(AssetMintError):
+    """A review decision is not allowed (unknown decision, flagged without override, wrong state)."""
+
+
 class RunLockedError(AssetMintError):
     """Another process is already running the same manifest."""
 

@@ -33,7 +33,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tasks.clock import Clock, SystemClock
-from tasks.errors import LedgerError
+from tasks.errors import LedgerError, ReviewError
 from tasks.states import CandidateState, RunStatus, can_transition
 
 
@@ -106,6 +106,7 @@ class CandidateRow(Base):
     clip_cosine: Mapped[float | None] = mapped_column(Float, nullable=True)
     rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
     safety: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    review: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -508,6 +509,76 @@ class Ledger:
                 target = CandidateState.SELECTED if candidate_id in selected else CandidateState.NOT_SELECTED
                 if row.state != target:
                     self._move(session, row, target, now, {"rank": rank, "why": reason.get(candidate_id, "")})
+
+    def decide(
+        self,
+        run_id: str,
+        candidate_id: str,
+        decision: str,
+        reviewer: str,
+        comment: str = "",
+        override_reason: str | None = None,
+        allow_override: bool = False,
+    ) -> CandidateRow:
+        """Record a review decision ('approve' or 'reject') with who, when and why; ReviewError when not allowed."""
+        if decision not in ("approve", "reject"):
+            raise ReviewError(f"decision must be 'approve' or 'reject', got {decision!r}.")
+        if not reviewer.strip():
+            raise ReviewError("a review decision needs the reviewer's name.")
+        now = self.clock.now()
+        with self.transaction() as session:
+            row = self._candidate(session, run_id, candidate_id)
+            current = CandidateState(row.state)
+            target = CandidateState.APPROVED if decision == "approve" else CandidateState.REJECTED
+            override = None
+            if target == CandidateState.APPROVED and current == CandidateState.SCREENED_FLAGGED:
+                if not allow_override:
+                    raise ReviewError(
+                        f"candidate {candidate_id} was flagged by safety screening and the policy does not allow "
+                        "overrides (safety.human_override is false)."
+                    )
+                if not (override_reason or "").strip():
+                    raise ReviewError(f"candidate {candidate_id} was flagged; approving it needs an override reason.")
+                override = {"reason": override_reason, "flags": list((row.safety or {}).get("reasons", []))}
+            if current == target:
+                return row
+            if not can_transition(current, target):
+                raise ReviewError(f"candidate {candidate_id} is {current.value}; it cannot be {target.value} now.")
+            review = {
+                "decision": target.value,
+                "by": reviewer,
+                "at": now.isoformat(),
+                "comment": comment,
+                "mode": "manual",
+                "override": override,
+            }
+            self._move(session, row, target, now, review)
+            row.review = review
+            return row
+
+    def auto_approve(self, run_id: str, rule: str) -> int:
+        """Approve every selected candidate of a run on the policy's behalf; returns how many."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            rows = list(
+                session.scalars(
+                    select(CandidateRow).where(
+                        CandidateRow.run_id == run_id, CandidateRow.state == CandidateState.SELECTED
+                    )
+                )
+            )
+            for row in rows:
+                review = {
+                    "decision": "approved",
+                    "by": "policy",
+                    "at": now.isoformat(),
+                    "comment": rule,
+                    "mode": "auto",
+                    "override": None,
+                }
+                self._move(session, row, CandidateState.APPROVED, now, review)
+                row.review = review
+            return len(rows)
 
     # --- assets ---------------------------------------------------------------------------------------------------
 

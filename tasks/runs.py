@@ -373,11 +373,24 @@ def select_top(ctx: RunContext) -> int:
     return selected
 
 
+def review_notices(ctx: RunContext) -> list[str]:
+    """In manual review mode, say how many selected candidates wait for a reviewer."""
+    if ctx.policy.review.mode != "manual":
+        return []
+    waiting = len(ledger_for(ctx.ledger_url).candidates(ctx.run_id, [CandidateState.SELECTED]))
+    return [f"{waiting} selected candidates are pending review (policy review.mode: manual)"] if waiting else []
+
+
 def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], status: RunStatus) -> RunSummary:
     """Per-prompt best candidates and state counts of the run."""
     ledger = ledger_for(ctx.ledger_url)
     best: list[dict[str, Any]] = []
-    chosen = [CandidateState.SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED]
+    chosen = [
+        CandidateState.SELECTED,
+        CandidateState.APPROVED,
+        CandidateState.FINALIZED,
+        CandidateState.FINALIZE_FAILED,
+    ]
     for row in ledger.candidates(ctx.run_id, chosen):
         job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
         best.append(
@@ -417,29 +430,45 @@ def finish(ctx: RunContext, summary: RunSummary) -> None:
 
 
 def finalize_selected(ctx: RunContext) -> list[str]:
-    """Watermark, encode, sign and validate every selected candidate not yet finalized; returns failure reasons."""
+    """Finalize the run's approved candidates (the batch flow's stage); returns failure reasons."""
+    return finalize_approved(ctx.ledger_url, ctx.run_id, ctx.policy)
+
+
+def approve_by_policy(ctx: RunContext) -> int:
+    """In auto review mode, approve what selection chose; in manual mode approve nothing (a reviewer decides)."""
+    if ctx.policy.review.mode != "auto":
+        return 0
+    rule = f"auto review: top-k above min_score {ctx.policy.scoring.min_score} among candidates that passed screening"
+    return ledger_for(ctx.ledger_url).auto_approve(ctx.run_id, rule)
+
+
+def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]:
+    """Watermark, encode, sign and validate every approved candidate not yet finalized; returns failure reasons."""
     from tasks import keys
     from tasks.finalize import EXTENSION_BY_FORMAT, FinalizeJob, finalize_many
     from tasks.watermark import max_key
 
-    ledger = ledger_for(ctx.ledger_url)
-    policy = ctx.policy
-    rows = ledger.candidates(ctx.run_id, [CandidateState.SELECTED, CandidateState.FINALIZE_FAILED])
+    ledger = ledger_for(ledger_url)
+    run = ledger.run(run_id)
+    rows = ledger.candidates(run_id, [CandidateState.APPROVED, CandidateState.FINALIZE_FAILED])
+    rows = [r for r in rows if (r.review or {}).get("decision") == "approved"]
     if not rows:
         return []
+    unscreened = [r.candidate_id for r in rows if not r.safety]
+    if unscreened:  # the state machine already prevents this; a record without a verdict is never signed
+        raise LedgerError(f"candidates {', '.join(unscreened)} have no safety verdict; refusing to finalize them")
     dev_keys_dir: str | None = None
     if policy.signing.uses_development_keys:
         dev, _ = keys.ensure_dev_keys(algorithm=policy.signing.algorithm)
         dev_keys_dir = str(dev.directory)
-    asset_keys = ledger.assign_asset_keys(ctx.run_id, [r.candidate_id for r in rows], max_key(policy.watermark.method))
-    jobs_by_key = {job.job_key: job for job in ctx.plan.jobs}
-    now = ledger.clock.now().isoformat()
+    asset_keys = ledger.assign_asset_keys(run_id, [r.candidate_id for r in rows], max_key(policy.watermark.method))
+    jobs_by_key = {job.job_key: job for job in ledger.jobs(run_id)}
     work: list[FinalizeJob] = []
     for row in rows:
         job = jobs_by_key[row.job_key]
         generation = {
-            "campaign": {"id": ctx.plan.campaign_id, "name": ctx.plan.campaign_name},
-            "run_id": ctx.run_id,
+            "campaign": {"id": run.campaign_id, "name": run.campaign_name},
+            "run_id": run_id,
             "prompt_id": job.prompt_id,
             "variant": job.variant,
             "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
@@ -457,20 +486,22 @@ def finalize_selected(ctx: RunContext) -> list[str]:
                 "rank": row.rank,
             },
             "safety": _safety_summary(row.safety),
-            "review": {"decision": "auto-approved", "by": "policy (top-k selection)", "at": now},
+            "review": {k: v for k, v in (row.review or {}).items() if v not in (None, "")},
         }
         work.append(
             FinalizeJob(
-                run_id=ctx.run_id,
+                run_id=run_id,
                 candidate_id=row.candidate_id,
                 asset_key=asset_keys[row.candidate_id],
                 image_path=str(row.image_path),
                 output_format=job.output_format,
-                final_path=str(ctx.run_dir / "final" / f"{row.candidate_id}.{EXTENSION_BY_FORMAT[job.output_format]}"),
+                final_path=str(
+                    Path(run.run_dir) / "final" / f"{row.candidate_id}.{EXTENSION_BY_FORMAT[job.output_format]}"
+                ),
                 prompt=row.prompt,
                 negative_prompt=row.negative_prompt,
                 model_name=row.model_ref,
-                title=f"{ctx.plan.campaign_name}: {job.prompt_id} {job.variant}".strip(),
+                title=f"{run.campaign_name}: {job.prompt_id} {job.variant}".strip(),
                 generation=generation,
                 watermark=policy.watermark,
                 signing=policy.signing,
@@ -487,11 +518,8 @@ def finalize_selected(ctx: RunContext) -> list[str]:
             failures.append(f"{outcome.candidate_id}: {outcome.reason}")
         progress.report("finalize", len(done), len(work))
 
-    unscreened = [job for job in work if not next(r for r in rows if r.candidate_id == job.candidate_id).safety]
-    if unscreened:  # the state machine already prevents this; a record without a verdict is never signed
-        raise LedgerError(f"{len(unscreened)} selected candidates have no safety verdict; refusing to finalize them")
     outcomes = finalize_many(work, policy.finalize.workers, record)
-    ledger.record_finalized(ctx.run_id, outcomes)
+    ledger.record_finalized(run_id, outcomes)
     return failures
 
 

@@ -15,6 +15,8 @@ class CandidateState(StrEnum):
     SCREENED_FLAGGED = "screened_flagged"
     SELECTED = "selected"
     NOT_SELECTED = "not_selected"
+    APPROVED = "approved"
+    REJECTED = "rejected"
     FINALIZED = "finalized"
     FINALIZE_FAILED = "finalize_failed"
     FAILED = "failed"
@@ -35,12 +37,19 @@ ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
     CandidateState.SCORED: frozenset({CandidateState.SCREENED_PASSED, CandidateState.SCREENED_FLAGGED}),
     # Only candidates that passed screening can be selected: an unscreened or flagged one never reaches finalize.
     CandidateState.SCREENED_PASSED: frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED}),
-    # Selection is recomputed when a run resumes with more candidates, so it may flip either way.
-    CandidateState.SELECTED: frozenset(
-        {CandidateState.NOT_SELECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
+    # Selection is recomputed when a run resumes with more candidates, so it may flip either way; a reviewer (or
+    # the auto-review policy) then approves or rejects. Only approved candidates are finalized.
+    CandidateState.SELECTED: frozenset({CandidateState.NOT_SELECTED, CandidateState.APPROVED, CandidateState.REJECTED}),
+    CandidateState.NOT_SELECTED: frozenset({CandidateState.SELECTED, CandidateState.APPROVED, CandidateState.REJECTED}),
+    # Approving a flagged candidate is an override: the ledger only allows it with a reason, when policy permits.
+    CandidateState.SCREENED_FLAGGED: frozenset({CandidateState.APPROVED, CandidateState.REJECTED}),
+    CandidateState.APPROVED: frozenset(
+        {CandidateState.REJECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
     ),
-    CandidateState.FINALIZE_FAILED: frozenset({CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}),
-    CandidateState.NOT_SELECTED: frozenset({CandidateState.SELECTED}),
+    CandidateState.REJECTED: frozenset({CandidateState.APPROVED}),
+    CandidateState.FINALIZE_FAILED: frozenset(
+        {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED, CandidateState.REJECTED}
+    ),
     CandidateState.FAILED: frozenset({CandidateState.GENERATED}),
 }
 

@@ -73,7 +73,7 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
         assert row.model_identity["name"] == "embedded:tiny-sd" and len(row.model_identity["digest"]) == 64
         assert row.generation["device"] == "cpu" and row.generation["batch_invariant"] is True
         expected = ["planned", "generated", "scored", "screened_passed"] + (
-            ["selected", "finalized"] if row.rank <= 2 else ["not_selected"]
+            ["selected", "approved", "finalized"] if row.rank <= 2 else ["not_selected"]
         )
         assert [h.to_state for h in ledger.history(row.run_id, row.candidate_id)] == expected
     assert len(ledger.embeddings(summary.run_id, "embedded:tiny-clip")) == 6

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.clock import FixedClock
-from tasks.errors import LedgerError
+from tasks.errors import LedgerError, ReviewError
 from tasks.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
 from tasks.states import CandidateState, RunStatus
 
@@ -133,3 +133,39 @@ def test_lookups_fail_clearly(tmp_path: Path) -> None:
         ledger.find_candidates("ab")
     with pytest.raises(LedgerError, match="not a valid database URL"):
         Ledger.open("not a url")
+
+
+def _screened(tmp_path: Path, flagged: bool) -> Ledger:
+    ledger = _ledger(tmp_path)
+    ledger.record_generated("r1", [_image("cand001")])
+    ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0)])
+    ledger.record_screening("r1", {"cand001": {"flagged": flagged, "reasons": ["nsfw 0.9 >= 0.5"] if flagged else []}})
+    return ledger
+
+
+def test_review_decisions_are_recorded_with_who_when_and_why(tmp_path: Path) -> None:
+    ledger = _screened(tmp_path, flagged=False)
+    ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})
+    row = ledger.decide("r1", "cand001", "approve", "dana@example.com", comment="on brief")
+    assert row.state == "approved" and row.review["by"] == "dana@example.com" and row.review["comment"] == "on brief"
+    row = ledger.decide("r1", "cand001", "reject", "lee@example.com", comment="logo too small")
+    assert row.state == "rejected"
+    history = ledger.history("r1", "cand001")
+    assert [h.to_state for h in history][-2:] == ["approved", "rejected"]
+    assert history[-1].detail["by"] == "lee@example.com" and history[-1].detail["comment"] == "logo too small"
+    with pytest.raises(ReviewError, match="must be 'approve' or 'reject'"):
+        ledger.decide("r1", "cand001", "maybe", "lee@example.com")
+    with pytest.raises(ReviewError, match="reviewer's name"):
+        ledger.decide("r1", "cand001", "approve", " ")
+
+
+def test_flagged_candidates_need_an_allowed_override_with_a_reason(tmp_path: Path) -> None:
+    ledger = _screened(tmp_path, flagged=True)
+    with pytest.raises(ReviewError, match="does not allow overrides"):
+        ledger.decide("r1", "cand001", "approve", "dana", override_reason="art nude, approved by legal")
+    with pytest.raises(ReviewError, match="needs an override reason"):
+        ledger.decide("r1", "cand001", "approve", "dana", allow_override=True)
+    assert ledger.find_candidates("cand001")[0].state == "screened_flagged"
+    row = ledger.decide("r1", "cand001", "approve", "dana", override_reason="approved by legal", allow_override=True)
+    assert row.state == "approved" and row.review["override"]["reason"] == "approved by legal"
+    assert row.review["override"]["flags"] == ["nsfw 0.9 >= 0.5"]
