@@ -54,6 +54,13 @@ def publish_artifacts(summary: RunSummary) -> None:
         f"Images: `{summary.run_dir}`",
         f"Ledger: `{summary.ledger_url}`",
     ]
+    if summary.status == RunStatus.PENDING_REVIEW:
+        lines += [
+            "",
+            "## Review",
+            f"Selected candidates wait for a reviewer: run `assetmint review {summary.run_id}`, "
+            f"approve or reject, then finalize from the page or with `assetmint finalize {summary.run_id}`.",
+        ]
     if summary.warnings:
         lines += ["", "## Warnings", *(f"- {w}" for w in summary.warnings)]
     create_markdown_artifact(key=f"summary-{key}", markdown="\n".join(lines), description="Run summary")
@@ -87,7 +94,8 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))
             raise
-        summary = runs.summarize(ctx, generated, warnings, RunStatus.COMPLETED)
+        pending = bool(runs.review_notices(ctx))
+        summary = runs.summarize(ctx, generated, warnings, RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED)
         publish_artifacts(summary)
         runs.finish(ctx, summary)
     return summary

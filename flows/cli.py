@@ -333,6 +333,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 1
 
 
+def cmd_finalize(args: argparse.Namespace) -> int:
+    """Finalize a run's approved candidates (after review) with a progress display."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.finalize import finalize_flow
+    from tasks import progress
+
+    console = _console()
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars, progress.progress_sink(_RichProgress(bars)):
+        result = finalize_flow(run_id=args.run_id, policy=args.policy)
+    console.print(f"{result['finalized']} finalized assets in run {escape(args.run_id)}", soft_wrap=True)
+    for reason in result["failed"]:
+        console.print(f"[red]not finalized:[/red] {escape(reason)}", soft_wrap=True)
+    return 1 if result["failed"] else 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify files' Content Credentials and watermarks against the ledger; exit 1 when any file fails."""
     from policies.model import load_policy
@@ -481,6 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("asset_id", metavar="ASSET_ID")
     p.add_argument("--run", help="the run, when the asset id exists in several runs")
     p.add_argument("--out", metavar="PNG", help="also save the regenerated image here")
+    p = command("finalize", cmd_finalize, "watermark, sign and validate a run's approved candidates")
+    p.add_argument("run_id", metavar="RUN_ID")
     p = command("verify", cmd_verify, "check files' Content Credentials and watermarks against the ledger")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -27,6 +27,7 @@ class RunStatus(StrEnum):
 
     RUNNING = "running"
     COMPLETED = "completed"
+    PENDING_REVIEW = "pending_review"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
 

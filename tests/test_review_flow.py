@@ -1,0 +1,39 @@
+"""Manual review: the batch run ends pending review; decisions are recorded and reach the Content Credential."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import write
+
+from flows.cli import main
+from tasks.ledger import Ledger
+
+MANIFEST = """\
+campaign: {id: rev, name: Review}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 3, keep_top_k: 2}
+prompts: [{prompt: a glass vase with tulips}]
+"""
+
+
+def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write(tmp_path / "p.yaml", "review:\n  mode: manual\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    out = capsys.readouterr().out
+    assert "pending_review" in out and "2 selected candidates are pending review" in out
+    ledger = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
+    run = ledger.runs()[0]
+    assert run.status == "pending_review" and ledger.assets(run.run_id) == []
+    best, second = sorted(ledger.candidates(run.run_id, ["selected"]), key=lambda r: r.rank)
+    ledger.decide(run.run_id, best.candidate_id, "approve", "dana@example.com", comment="hero shot")
+    ledger.decide(run.run_id, second.candidate_id, "reject", "dana@example.com", comment="off brand")
+
+    assert main(["finalize", run.run_id, "--policy", str(policy)]) == 0
+    assert "1 finalized assets" in capsys.readouterr().out
+    assert ledger.state_counts(run.run_id) == {"finalized": 1, "rejected": 1, "not_selected": 1}
+    final = Path(str(ledger.assets(run.run_id)[0].final_path))
+    assert main(["verify", "--json", "--policy", str(policy), str(final)]) == 0
+    review = json.loads(capsys.readouterr().out)[0]["credential"]["generation_assertion"]["review"]
+    assert review["by"] == "dana@example.com" and review["comment"] == "hero shot" and review["mode"] == "manual"
