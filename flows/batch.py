@@ -8,6 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from flows.publish import publish_task
 from tasks import runs
 from tasks.runs import RunContext, RunSummary
 from tasks.states import RunStatus
@@ -90,6 +91,9 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
             if ctx.policy.finalize.enabled:
                 warnings += [f"not finalized: {reason}" for reason in finalize_task(ctx)]
             warnings += runs.review_notices(ctx)
+            if ctx.policy.publish.auto_publish and ctx.policy.finalize.enabled:
+                published = publish_task(ctx.ledger_url, ctx.run_id, ctx.policy)
+                warnings += [f"not published: {reason}" for reason in published.refused]
         except BaseException as exc:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))

@@ -350,6 +350,27 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     return 1 if result["failed"] else 0
 
 
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Publish a run's finalized assets (create-only) and print where each went."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.publish import publish_flow
+    from tasks import progress
+
+    console = _console()
+    columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bars, progress.progress_sink(_RichProgress(bars)):
+        outcome = publish_flow(run_id=args.run_id, policy=args.policy)
+    for receipt in outcome.published:
+        where = f"s3://{receipt['bucket']}/{receipt['key']}" if receipt["bucket"] else receipt["key"]
+        note = " (already published)" if receipt["already_published"] else ""
+        console.print(f"published {escape(where)}{note}", soft_wrap=True)
+    for reason in outcome.refused:
+        console.print(f"[red]not published:[/red] {escape(reason)}", soft_wrap=True)
+    console.print(f"{len(outcome.published)} published, {len(outcome.refused)} not published", soft_wrap=True)
+    return 1 if outcome.refused else 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify files' Content Credentials and watermarks against the ledger; exit 1 when any file fails."""
     from policies.model import load_policy
@@ -499,6 +520,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", help="the run, when the asset id exists in several runs")
     p.add_argument("--out", metavar="PNG", help="also save the regenerated image here")
     p = command("finalize", cmd_finalize, "watermark, sign and validate a run's approved candidates")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p = command("publish", cmd_publish, "publish a run's finalized assets to the policy's target, create-only")
     p.add_argument("run_id", metavar="RUN_ID")
     p = command("verify", cmd_verify, "check files' Content Credentials and watermarks against the ledger")
     p.add_argument("files", nargs="+", metavar="FILE")

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.finalize import FinalizePolicy
+from policies.publish import PublishPolicy
 from policies.review import ReviewPolicy
 from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
@@ -108,6 +109,9 @@ class Policy(BaseModel):
         description="C2PA signing; relative file paths are relative to the policy file's folder.",
     )
     finalize: FinalizePolicy = Field(default_factory=FinalizePolicy, description="Delivery encoding and finalize.")
+    publish: PublishPolicy = Field(
+        default_factory=PublishPolicy, description="Create-only publishing of finalized assets (folder or S3)."
+    )
 
     def resolved_work_dir(self) -> Path:
         """The work directory as an absolute path (environment override applied)."""

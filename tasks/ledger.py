@@ -161,6 +161,8 @@ class AssetRow(Base):
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    published: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 @dataclass(frozen=True)
@@ -659,6 +661,18 @@ class Ledger:
                 ):
                     setattr(asset, name, getattr(outcome, name))
                 asset.finalized_at = now
+
+    def record_published(self, run_id: str, candidate_id: str, receipt: dict[str, Any]) -> None:
+        """Mark an asset published with where the store confirmed it (bucket, key, version, ETag, checksum, time)."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            row = self._candidate(session, run_id, candidate_id)
+            asset = session.scalars(
+                select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == candidate_id)
+            ).one()
+            self._move(session, row, CandidateState.PUBLISHED, now, receipt)
+            asset.published = receipt
+            asset.published_at = now
 
     # --- internals --------------------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -548,3 +549,107 @@ def run_notices(ctx: RunContext) -> list[str]:
     if ctx.policy.signing.uses_development_keys:
         notices.append("signing with DEVELOPMENT keys (untrusted for production); see `assetmint keys show`")
     return notices
+
+
+def _policy_tag(policy: Policy) -> str:
+    """A short, stable name for the policy that governed an asset (for object tags)."""
+    digest = hashlib.sha256(policy.model_dump_json().encode()).hexdigest()
+    return f"policy-{digest[:12]}"
+
+
+def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome:
+    """Publish a run's finalized assets create-only; the ledger marks each published once the store confirmed it."""
+    from tasks.publish import PublishItem, PublishReceipt, PublishTargetError, open_target, publish_many
+
+    ledger = ledger_for(ledger_url)
+    run = ledger.run(run_id)
+    candidates = {r.candidate_id: r for r in ledger.candidates(run_id, [CandidateState.FINALIZED])}
+    jobs = {job.job_key: job for job in ledger.jobs(run_id)}
+    outcome = PublishOutcome()
+    items: list[PublishItem] = []
+    for asset in ledger.assets(run_id):
+        row = candidates.get(asset.candidate_id)
+        if row is None or asset.final_path is None or asset.final_sha256 is None:
+            continue
+        if not row.safety or not asset.payload_hex:
+            # DESIGN: a record whose safety or watermark check did not run is never published.
+            missing = "safety verdict" if not row.safety else "watermark"
+            outcome.refused.append(f"{asset.candidate_id}: not published, it has no {missing}")
+            continue
+        ext = Path(asset.final_path).suffix.lstrip(".")
+        items.append(
+            PublishItem(
+                asset_id=asset.candidate_id,
+                run_id=run_id,
+                campaign=run.campaign_id,
+                prompt_id=jobs[row.job_key].prompt_id,
+                policy_name=_policy_tag(policy),
+                path=Path(asset.final_path),
+                sha256=asset.final_sha256,
+                mime=str(asset.mime),
+                ext=ext,
+                metadata={
+                    "asset-id": asset.candidate_id,
+                    "watermark-payload": asset.payload_hex,
+                    "c2pa-manifest": str(asset.manifest_label),
+                },
+                sidecar=_sidecar(run, row, asset),
+                created_at=asset.finalized_at,
+            )
+        )
+    if not items:
+        return outcome
+    target = open_target(policy.publish, policy.resolved_work_dir())
+    results = publish_many(target, items, policy.publish.concurrency)
+    for item, result in zip(items, results, strict=True):
+        if isinstance(result, PublishReceipt):
+            receipt = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in asdict(result).items()}
+            ledger.record_published(run_id, item.asset_id, receipt)
+            outcome.published.append(receipt)
+        elif isinstance(result, PublishTargetError) and result.retryable:
+            outcome.transient.append(f"{item.asset_id}: {result}")
+        else:
+            outcome.refused.append(f"{item.asset_id}: {result}")
+        progress.report("publish", len(outcome.published) + len(outcome.transient) + len(outcome.refused), len(items))
+    return outcome
+
+
+@dataclass
+class PublishOutcome:
+    """Receipts of what was published, and why the rest was not (transient errors may clear on retry)."""
+
+    published: list[dict[str, Any]] = field(default_factory=list)
+    transient: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+def _sidecar(run: Any, row: Any, asset: Any) -> dict[str, Any]:
+    """The asset's full provenance record for `<key>.provenance.json`: deterministic, no secrets, no local paths."""
+    return {
+        "asset_id": row.candidate_id,
+        "run_id": run.run_id,
+        "campaign": {"id": run.campaign_id, "name": run.campaign_name},
+        "generation": {
+            "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
+            "prompt_sha256": hashlib.sha256(row.prompt.encode()).hexdigest(),
+            "seed": row.seed,
+            "steps": row.steps,
+            "guidance": row.guidance,
+            "scheduler": row.scheduler,
+            "size": {"width": row.width, "height": row.height},
+            "pixel_sha256": row.pixel_sha256,
+        },
+        "clip": {"model": row.clip_model, "score": row.clip_score, "cosine": row.clip_cosine, "rank": row.rank},
+        "safety": row.safety,
+        "review": row.review,
+        "provenance": {
+            "asset_key": asset.asset_key,
+            "watermark_method": asset.watermark_method,
+            "watermark_payload": asset.payload_hex,
+            "c2pa_manifest": asset.manifest_label,
+            "validation_state": asset.validation_state,
+            "signer": asset.signer,
+            "sha256": asset.final_sha256,
+            "mime": asset.mime,
+        },
+    }

@@ -18,6 +18,7 @@ class CandidateState(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     FINALIZED = "finalized"
+    PUBLISHED = "published"
     FINALIZE_FAILED = "finalize_failed"
     FAILED = "failed"
 
@@ -48,6 +49,7 @@ ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
         {CandidateState.REJECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
     ),
     CandidateState.REJECTED: frozenset({CandidateState.APPROVED}),
+    CandidateState.FINALIZED: frozenset({CandidateState.PUBLISHED}),
     CandidateState.FINALIZE_FAILED: frozenset(
         {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED, CandidateState.REJECTED}
     ),

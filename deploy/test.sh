@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh Debian machine and run it:
+# the virtualenv, Debian's Chromium for the browser tests, and a one-node Ceph S3 server on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+python3 -m venv .venv
+.venv/bin/pip install -q -e '.[test]'
+
+deploy/s3-local.sh start >/dev/null
+trap 'deploy/s3-local.sh stop >/dev/null 2>&1 || true' EXIT
+# shellcheck disable=SC1091
+source "${ASSETMINT_CEPH_STATE:-/tmp/assetmint-ceph}/env.sh"
+
+.venv/bin/python -m pytest "$@"

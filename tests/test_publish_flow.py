@@ -1,0 +1,104 @@
+"""Publishing finalized assets from real runs: the local folder target, a real S3 server, and refusals."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from conftest import write
+from flows.cli import main
+from tasks.ledger import Ledger
+
+MANIFEST = """\
+campaign: {id: pub, name: Publish}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 2, keep_top_k: 1}
+prompts:
+  - {id: mug, prompt: a ceramic mug on a desk}
+  - {id: lamp, prompt: a brass lamp, output_format: jpeg}
+"""
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    return Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
+
+
+def test_auto_publish_to_the_local_folder_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write(tmp_path / "p.yaml", "publish:\n  auto_publish: true\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    ledger = _ledger(tmp_path)
+    run_id = ledger.runs()[0].run_id
+    assert ledger.state_counts(run_id) == {"published": 2, "not_selected": 2}
+    for asset in ledger.assets(run_id):
+        receipt = asset.published
+        published = tmp_path / "work" / "published" / receipt["key"]
+        assert receipt["key"] == f"pub/{run_id}/{asset.candidate_id}.{Path(str(asset.final_path)).suffix[1:]}"
+        assert hashlib.sha256(published.read_bytes()).hexdigest() == asset.final_sha256  # byte for byte as signed
+        sidecar = json.loads((published.parent / f"{published.name}.provenance.json").read_text())
+        assert sidecar["provenance"]["watermark_payload"] == asset.payload_hex
+        assert "a ceramic mug" not in json.dumps(sidecar) and str(tmp_path) not in json.dumps(sidecar)
+    capsys.readouterr()
+    assert main(["publish", run_id, "--policy", str(policy)]) == 0  # nothing left to publish; nothing duplicated
+    assert "0 published, 0 not published" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "work" / "published" / ledger.assets(run_id)[0].published["key"])]) == 0
+
+
+def test_assets_without_a_watermark_are_never_published(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write(tmp_path / "p.yaml", "watermark:\n  enabled: false\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    assert "invisible watermarking is OFF" in capsys.readouterr().out
+    run_id = _ledger(tmp_path).runs()[0].run_id
+    assert main(["publish", run_id, "--policy", str(policy)]) == 1
+    assert "not published: " in capsys.readouterr().out
+    assert _ledger(tmp_path).state_counts(run_id)["finalized"] == 2
+
+
+def test_bad_targets_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    malformed = write(tmp_path / "bad.yaml", "publish:\n  target: 's3:/no-bucket'\n")
+    assert main(["validate", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(malformed)]) == 2
+    assert "publish.target" in capsys.readouterr().err
+    escaping = write(tmp_path / "esc.yaml", "publish:\n  key_template: '../{asset_id}.{ext}'\n")
+    assert main(["validate", str(tmp_path / "m.yaml"), "--policy", str(escaping)]) == 2
+    assert "publish.key_template" in capsys.readouterr().err
+
+
+S3_BUCKET = os.environ.get("ASSETMINT_TEST_S3_BUCKET")
+
+
+@pytest.mark.skipif(not S3_BUCKET, reason="no S3 server: start one with deploy/s3-local.sh and source its env.sh")
+def test_publish_to_real_s3_matches_the_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import boto3
+
+    prefix = f"flow-{uuid.uuid4().hex[:8]}"
+    policy = write(tmp_path / "p.yaml", f"publish:\n  target: 's3://{S3_BUCKET}/{prefix}'\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    run_id = _ledger(tmp_path).runs()[0].run_id
+    assert main(["publish", run_id, "--policy", str(policy)]) == 0
+    assert "2 published, 0 not published" in capsys.readouterr().out
+    s3 = boto3.client("s3")
+    try:
+        listed = {o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]}
+        for asset in _ledger(tmp_path).assets(run_id):
+            key = asset.published["key"]
+            assert {key, f"{key}.provenance.json"} <= listed
+            body = s3.get_object(Bucket=S3_BUCKET, Key=key)
+            assert hashlib.sha256(body["Body"].read()).hexdigest() == asset.final_sha256
+            assert body["Metadata"]["asset-id"] == asset.candidate_id
+        assert len(listed) == 4
+    finally:
+        for key in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix).get("Contents", []):
+            s3.delete_object(Bucket=S3_BUCKET, Key=key["Key"])
+
+
+@pytest.mark.skipif(not S3_BUCKET, reason="no S3 server: start one with deploy/s3-local.sh and source its env.sh")
+def test_missing_bucket_marks_nothing_published(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    policy = write(tmp_path / "p.yaml", "publish:\n  target: 's3://no-such-bucket-here/x'\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    run_id = _ledger(tmp_path).runs()[0].run_id
+    assert main(["publish", run_id, "--policy", str(policy)]) == 1
+    assert "no-such-bucket-here" in capsys.readouterr().out
+    assert "published" not in _ledger(tmp_path).state_counts(run_id)
