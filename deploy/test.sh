@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
+if [ ! -x /usr/bin/chromium ]; then  # Debian's Chromium for the browser tests (Playwright drives it, no download)
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 python3 -m venv .venv
 .venv/bin/pip install -q -e '.[test]'
 

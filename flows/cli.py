@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.review import add_review_command
 from tasks.errors import AssetMintError
 
 EXIT_USAGE = 2
@@ -547,6 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = models_sub.add_parser("init", help="build the embedded default models into the user cache")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.set_defaults(handler=cmd_models_init)
+    add_review_command(sub, common)
     return parser
 
 

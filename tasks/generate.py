@@ -51,6 +51,11 @@ class CandidateSpec:
     scheduler: str
     seed: int
 
+    @classmethod
+    def from_record(cls, row: Any) -> CandidateSpec:
+        """The spec of a candidate recorded in the ledger."""
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
     def batch_key(self) -> tuple[Any, ...]:
         """Candidates with equal keys can share one pipeline call."""
         return (

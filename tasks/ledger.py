@@ -709,3 +709,52 @@ class Ledger:
         )
         row.state = target
         row.updated_at = now
+
+    # --- audits -----------------------------------------------------------------------------------------------
+
+    def record_audits(self, rows: Sequence[AuditRow]) -> None:
+        """Append audit results (one row per audited object), in one transaction; audits are never updated."""
+        with self.transaction() as session:
+            session.add_all(list(rows))
+
+    def audits(
+        self,
+        *,
+        target: str | None = None,
+        object_name: str | None = None,
+        run_id: str | None = None,
+        candidate_id: str | None = None,
+        verdicts: Iterable[str] | None = None,
+        limit: int | None = None,
+    ) -> list[AuditRow]:
+        """Recorded audit results, newest first, optionally filtered by target, object, asset or verdict."""
+        with self.transaction() as session:
+            query = select(AuditRow)
+            if target is not None:
+                query = query.where(AuditRow.target == target)
+            if object_name is not None:
+                query = query.where(AuditRow.object == object_name)
+            if run_id is not None:
+                query = query.where(AuditRow.run_id == run_id)
+            if candidate_id is not None:
+                query = query.where(AuditRow.candidate_id == candidate_id)
+            if verdicts is not None:
+                query = query.where(AuditRow.verdict.in_(list(verdicts)))
+            query = query.order_by(AuditRow.audited_at.desc(), AuditRow.id.desc())
+            if limit is not None:
+                query = query.limit(limit)
+            return list(session.scalars(query))
+
+
+class AuditRow(Base):
+    """One audit of one object (a file or an S3 key): when, the verdict, and the evidence behind it."""
+
+    __tablename__ = "audits"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    audited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    target: Mapped[str] = mapped_column(Text)
+    object: Mapped[str] = mapped_column(Text, index=True)
+    verdict: Mapped[str] = mapped_column(String(16), index=True)
+    evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    run_id: Mapped[str | None] = mapped_column(String(96), nullable=True, index=True)
+    candidate_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)

@@ -39,18 +39,7 @@ def replay_candidate(
     source = resolve_model(row.model_ref)
     runtime = choose_runtime(device, dtype)
     loaded = load_pipeline(source, runtime)
-    spec = CandidateSpec(
-        candidate_id=row.candidate_id,
-        model_ref=row.model_ref,
-        prompt=row.prompt,
-        negative_prompt=row.negative_prompt,
-        width=row.width,
-        height=row.height,
-        steps=row.steps,
-        guidance=row.guidance,
-        scheduler=row.scheduler,
-        seed=row.seed,
-    )
+    spec = CandidateSpec.from_record(row)
     image = run_pipeline(loaded, [spec])[0]
     if out is not None:
         save_png_atomic(image, out)

@@ -211,21 +211,7 @@ def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     rows = ledger_for(ctx.ledger_url).candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
     order = {job.job_key: i for i, job in enumerate(ctx.plan.jobs)}
     rows.sort(key=lambda r: (order.get(r.job_key, len(order)), r.seed))
-    specs = [
-        CandidateSpec(
-            candidate_id=r.candidate_id,
-            model_ref=r.model_ref,
-            prompt=r.prompt,
-            negative_prompt=r.negative_prompt,
-            width=r.width,
-            height=r.height,
-            steps=r.steps,
-            guidance=r.guidance,
-            scheduler=r.scheduler,
-            seed=r.seed,
-        )
-        for r in rows
-    ]
+    specs = [CandidateSpec.from_record(r) for r in rows]
     size = ctx.policy.generation.chunk_size
     return [specs[i : i + size] for i in range(0, len(specs), size)]
 
@@ -472,13 +458,7 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
             "run_id": run_id,
             "prompt_id": job.prompt_id,
             "variant": job.variant,
-            "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
-            "seed": row.seed,
-            "steps": row.steps,
-            "guidance": row.guidance,
-            "scheduler": row.scheduler,
-            "size": {"width": row.width, "height": row.height},
-            "pixel_sha256": row.pixel_sha256,
+            **pixel_inputs(row),
             # Rounded: c2pa stores a float that fits float32 exactly as float32, and float32-born scores do.
             "clip": {
                 "model": row.clip_model,
@@ -522,6 +502,19 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
     outcomes = finalize_many(work, policy.finalize.workers, record)
     ledger.record_finalized(run_id, outcomes)
     return failures
+
+
+def pixel_inputs(row: Any) -> dict[str, Any]:
+    """What made a candidate's pixels (but the prompt), for its Content Credential and its provenance sidecar."""
+    return {
+        "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
+        "seed": row.seed,
+        "steps": row.steps,
+        "guidance": row.guidance,
+        "scheduler": row.scheduler,
+        "size": {"width": row.width, "height": row.height},
+        "pixel_sha256": row.pixel_sha256,
+    }
 
 
 def _safety_summary(verdict: dict[str, Any] | None) -> dict[str, Any]:
@@ -630,14 +623,8 @@ def _sidecar(run: Any, row: Any, asset: Any) -> dict[str, Any]:
         "run_id": run.run_id,
         "campaign": {"id": run.campaign_id, "name": run.campaign_name},
         "generation": {
-            "model": {"ref": row.model_ref, **row.model_identity, "pipeline": row.pipeline_kind},
+            **pixel_inputs(row),
             "prompt_sha256": hashlib.sha256(row.prompt.encode()).hexdigest(),
-            "seed": row.seed,
-            "steps": row.steps,
-            "guidance": row.guidance,
-            "scheduler": row.scheduler,
-            "size": {"width": row.width, "height": row.height},
-            "pixel_sha256": row.pixel_sha256,
         },
         "clip": {"model": row.clip_model, "score": row.clip_score, "cosine": row.clip_cosine, "rank": row.rank},
         "safety": row.safety,

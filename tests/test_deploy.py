@@ -6,6 +6,7 @@ import importlib
 import inspect
 
 import yaml
+
 from conftest import REPO
 
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write
 from PIL import Image
 
+from conftest import write
 from flows.cli import main
 from tasks.ledger import Ledger
 

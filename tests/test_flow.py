@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import write
 
+from conftest import write
 from flows.cli import main
 from tasks import runs
 from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline

@@ -8,8 +8,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-from conftest import REPO, write
 
+from conftest import REPO, write
 from flows.cli import main
 from tasks.errors import ManifestError
 from tasks.manifest import load_manifest, load_plan, manifest_json_schema

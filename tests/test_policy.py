@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import write
 
+from conftest import write
 from flows.cli import main
 from policies.model import load_policy
 from tasks.errors import PolicyError

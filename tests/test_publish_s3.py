@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3proxy import Fault, S3FaultProxy
 
 from policies.publish import PublishPolicy
+from s3proxy import Fault, S3FaultProxy
 from tasks.publish import (
     SIDECAR_SUFFIX,
     PublishConflictError,

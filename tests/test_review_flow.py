@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write
 
+from conftest import write
 from flows.cli import main
 from tasks.ledger import Ledger
 

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import write
 from PIL import Image
 
+from conftest import write
 from flows.cli import main
 from tasks.errors import LedgerError
 from tasks.ledger import Ledger

@@ -1,0 +1,576 @@
+"""The review web app over HTTP (FastAPI TestClient) on a run produced by the real batch flow in manual review mode."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import REPO, write
+from flows.cli import main
+from policies.model import Policy, load_policy
+from tasks.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate
+from tasks.review.app import create_app
+from tasks.review.security import SECURITY_HEADERS
+
+TOKEN = "review-test-token-0123456789abcdef"
+BASE = "http://127.0.0.1:8765"
+POLICY = "review: {mode: manual}\n"
+XSS_PROMPT = "a red cube <script>alert(1)</script> <b>bold</b>"
+MANIFEST = f"""\
+campaign: {{id: review, name: "Spring <i>review</i>"}}
+defaults:
+  model: embedded:tiny-sd
+  width: 256
+  height: 256
+  steps: 2
+  candidates: 3
+  base_seed: 11
+  keep_top_k: 1
+  negative_prompt: blurry
+prompts:
+  - {{id: hero, prompt: "{XSS_PROMPT}"}}
+  - {{id: mug, prompt: a ceramic mug on a wooden desk}}
+"""
+FLAGGED_RUN = "flagged-run"
+FLAGGED_ID = "f1a99ed0000000000001"
+
+
+def produce_run(root: Path, model_cache: Path) -> dict[str, Any]:
+    """Run the real batch flow in manual review mode into `root`; returns where the ledger, run and policy are."""
+    env = {
+        "ASSETMINT_CACHE_DIR": str(model_cache),
+        "ASSETMINT_CONFIG_DIR": str(root / "config"),
+        "ASSETMINT_WORK_DIR": str(root / "work"),
+    }
+    policy_path = write(root / "policy.yaml", POLICY)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(["run", str(write(root / "manifest.yaml", MANIFEST)), "--policy", str(policy_path)]) == 0
+    database = root / "work" / "ledger.sqlite"
+    run_id = Ledger.open(f"sqlite:///{database}").runs()[0].run_id
+    return {"root": root, "database": database, "run_id": run_id, "policy": load_policy(policy_path)}
+
+
+def add_flagged_run(database: Path, source_run: str, root: Path) -> None:
+    """A second run in the same ledger whose one candidate safety screening flagged (real image, own run dir)."""
+    ledger = Ledger.open(f"sqlite:///{database}")
+    source = ledger.candidates(source_run)[0]
+    run_dir = root / "work" / "runs" / FLAGGED_RUN
+    image = run_dir / "candidates" / f"{FLAGGED_ID}.png"
+    image.parent.mkdir(parents=True)
+    shutil.copyfile(str(source.image_path), image)
+    ledger.start_run(
+        run_id=FLAGGED_RUN,
+        campaign_id="flagged",
+        campaign_name="Flagged",
+        manifest_path=str(root / "flagged.yaml"),
+        manifest_sha256="0" * 64,
+        policy={},
+        run_dir=str(run_dir),
+        jobs=[
+            {
+                "job_key": "flaggedjob",
+                "prompt_id": "risky",
+                "variant": "",
+                "prompt": "a risky picture",
+                "variables": {},
+                "keep_top_k": 1,
+                "output_format": "png",
+            }
+        ],
+        candidates=[
+            PlannedCandidate(
+                candidate_id=FLAGGED_ID,
+                job_key="flaggedjob",
+                seed=1,
+                prompt="a risky picture",
+                negative_prompt="",
+                model_ref=source.model_ref,
+                model_identity=source.model_identity,
+                pipeline_kind=source.pipeline_kind,
+                width=256,
+                height=256,
+                steps=2,
+                guidance=5.0,
+                scheduler=source.scheduler,
+            )
+        ],
+    )
+    ledger.record_generated(
+        FLAGGED_RUN, [GeneratedImage(FLAGGED_ID, str(image), "a" * 64, "b" * 64, {"device": "cpu"})]
+    )
+    ledger.record_scores(FLAGGED_RUN, [CandidateScore(FLAGGED_ID, "embedded:tiny-clip", 0.5, 0.2, b"", 0)])
+    reason = "concepts 'a weapon' score 0.310 >= threshold -1.000"
+    result = {"filter": "concepts", "label": "a weapon", "score": 0.31, "threshold": -1.0, "flagged": True}
+    verdict = {
+        "flagged": True,
+        "results": [result],
+        "reasons": [reason],
+        "filters_run": ["concepts"],
+        "filters_off": ["nsfw"],
+    }
+    ledger.record_screening(FLAGGED_RUN, {FLAGGED_ID: verdict})
+    ledger.record_selection(FLAGGED_RUN, {FLAGGED_ID: 1}, set(), {})
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("review")
+    made = produce_run(root, model_cache)
+    add_flagged_run(made["database"], made["run_id"], root)
+    return made
+
+
+@pytest.fixture
+def ledger_url(produced: dict[str, Any], tmp_path: Path) -> str:
+    """A private copy of the produced ledger, so every test starts from the same undecided run."""
+    target = tmp_path / "ledger.sqlite"
+    source, copy = sqlite3.connect(produced["database"]), sqlite3.connect(target)
+    try:
+        source.backup(copy)
+    finally:
+        source.close()
+        copy.close()
+    return f"sqlite:///{target}"
+
+
+def make_client(ledger_url: str, policy: Policy, override: bool = False, reviewer: str = "alice") -> TestClient:
+    if override:
+        policy = policy.model_copy(update={"safety": policy.safety.model_copy(update={"human_override": True})})
+    return TestClient(create_app(ledger_url, policy, TOKEN, reviewer), base_url=BASE)
+
+
+def login(client: TestClient, path: str = "/") -> str:
+    """Exchange the token for the session cookie; returns the page's CSRF token."""
+    page = client.get(f"{path}?token={TOKEN}")
+    assert page.status_code == 200
+    return csrf_of(page.text)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'<meta name="csrf-token" content="([0-9a-f]{64})">', html)
+    assert match, "the page carries no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def client(ledger_url: str, produced: dict[str, Any]) -> TestClient:
+    return make_client(ledger_url, produced["policy"])
+
+
+def by_score(rows: list[CandidateRow]) -> list[str]:
+    return [r.candidate_id for r in sorted(rows, key=lambda r: -(r.clip_score or 0.0))]
+
+
+def test_every_request_needs_the_token(client: TestClient, produced: dict[str, Any]) -> None:
+    run_id = produced["run_id"]
+    cid = client.app.state.ledger.candidates(run_id)[0].candidate_id
+    urls = ["/", "/api/runs", f"/runs/{run_id}", f"/runs/{run_id}/candidates/{cid}", "/static/review.js"]
+    urls += [f"/runs/{run_id}/candidates/{cid}/image", f"/api/runs/{run_id}/finalize", "/no-such-page"]
+    for url in urls:
+        response = client.get(url)
+        assert response.status_code == 401, url
+        for name, value in SECURITY_HEADERS.items():
+            assert response.headers[name] == value
+        assert client.get(url, headers={"Authorization": "Bearer wrong-token"}).status_code == 401
+        assert client.get(f"{url}?token=wrong-token", follow_redirects=False).status_code == 401
+        client.cookies.set(client.app.state.gate.cookie_name, "forged.cookie")
+        assert client.get(url).status_code == 401
+        client.cookies.clear()
+    decision = client.post(f"/runs/{run_id}/candidates/{cid}/decision", json={"decision": "approve"})
+    assert decision.status_code == 401
+    bearer = client.get(f"/runs/{run_id}", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert bearer.status_code == 200
+    assert (
+        bearer.headers["x-frame-options"] == "DENY" and "script-src 'self'" in bearer.headers["content-security-policy"]
+    )
+    assert client.get("/static/review.js", headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 200
+
+
+def test_token_in_the_url_becomes_a_cookie_and_is_removed(client: TestClient, produced: dict[str, Any]) -> None:
+    run_id = produced["run_id"]
+    response = client.get(f"/runs/{run_id}?show=pending&token={TOKEN}", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == f"/runs/{run_id}?show=pending"
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and TOKEN not in cookie
+    assert client.get(f"/runs/{run_id}?show=pending").status_code == 200  # the cookie alone is enough now
+    assert client.get("/static/review.css").status_code == 200
+    assert client.post(f"/runs/{run_id}/finalize?token={TOKEN}").status_code == 401  # only GET exchanges the token
+    sneaky = client.get(f"{BASE}//evil.test/?token={TOKEN}", follow_redirects=False)
+    assert sneaky.status_code == 303 and sneaky.headers["location"] == "/evil.test/"
+
+
+def test_runs_list_and_contact_sheet_in_score_order(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    login(client)
+    run_id = produced["run_id"]
+    runs = client.get("/").text
+    assert (
+        run_id in runs
+        and "Spring &lt;i&gt;review&lt;/i&gt;" in runs
+        and "4 not_selected" in runs
+        and "2 selected" in runs
+    )
+    ledger = Ledger.open(ledger_url)
+    rows = ledger.candidates(run_id)
+    page = client.get(f"/runs/{run_id}").text
+    assert page.count('class="bar"') == 20 and "<svg" in page  # server-rendered histogram
+    api = client.get(f"/api/runs/{run_id}/candidates").json()
+    assert [g["prompt_id"] for g in api["groups"]] == ["hero", "mug"]
+    for group in api["groups"]:
+        expected = by_score([r for r in rows if r.job_key == group["job_key"]])
+        got = [c["candidate_id"] for c in group["candidates"]]
+        assert got == expected
+        assert [c["rank"] for c in group["candidates"]] == [1, 2, 3]
+        positions = [page.index(f'id="c-{cid}"') for cid in got]
+        assert positions == sorted(positions)  # the HTML shows them best first too
+    pending = client.get(f"/api/runs/{run_id}/candidates?show=pending").json()
+    assert sum(len(g["candidates"]) for g in pending["groups"]) == 6
+    assert client.get(f"/api/runs/{run_id}/candidates?show=flagged").json()["groups"] == []
+    assert client.get(f"/runs/{run_id}?show=bogus").status_code == 400
+    assert client.get("/runs/no-such-run").status_code == 404
+
+
+def test_candidate_detail_shows_parameters_and_history(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    login(client)
+    run_id = produced["run_id"]
+    row = Ledger.open(ledger_url).candidates(run_id)[0]
+    page = client.get(f"/runs/{run_id}/candidates/{row.candidate_id}").text
+    for text in (str(row.seed), row.scheduler, "256×256", "blurry", row.model_ref, str(row.model_identity["name"])):
+        assert text in page
+    assert "<th>steps</th><td>2</td>" in page and f"<th>guidance</th><td>{row.guidance}</td>" in page
+    assert "<td>-</td><td>planned</td>" in page and "<td>planned</td><td>generated</td>" in page
+    assert row.model_identity["digest"] in page
+    assert "Not finalized." in page
+
+
+def test_prompt_html_is_escaped_everywhere(client: TestClient, ledger_url: str, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    row = next(r for r in Ledger.open(ledger_url).candidates(run_id) if "<script>" in r.prompt)
+    comment = '<img src=x onerror="alert(2)">'
+    client.post(
+        f"/runs/{run_id}/candidates/{row.candidate_id}/decision",
+        json={"decision": "reject", "comment": comment},
+        headers={"X-CSRF-Token": csrf},
+    )
+    for url in (f"/runs/{run_id}", f"/runs/{run_id}/candidates/{row.candidate_id}"):
+        page = client.get(url).text
+        assert "&lt;script&gt;alert(1)&lt;/script&gt; &lt;b&gt;bold&lt;/b&gt;" in page
+        assert "<script>alert" not in page and "<b>bold" not in page and "<img src=x" not in page
+        assert re.findall(r"<script[^>]*>", page) == ['<script src="/static/review.js" defer>']  # no inline script
+    assert "&lt;img src=x onerror=" in client.get(f"/runs/{run_id}/candidates/{row.candidate_id}").text
+
+
+def test_decisions_are_recorded_with_reviewer_and_comment(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = Ledger.open(ledger_url)
+    first, second, third = by_score(ledger.candidates(run_id))[:3]
+    approve = client.post(
+        f"/runs/{run_id}/candidates/{first}/decision",
+        json={"decision": "approve", "comment": "hero shot"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert approve.status_code == 200 and approve.json()["state"] == "approved"
+    form = client.post(
+        f"/runs/{run_id}/candidates/{second}/decision",
+        data={"decision": "reject", "comment": "too dark", "csrf_token": csrf, "show": "pending"},
+        follow_redirects=False,
+    )
+    assert form.status_code == 303 and form.headers["location"] == f"/runs/{run_id}?show=pending#c-{second}"
+    bad = client.post(
+        f"/runs/{run_id}/candidates/{third}/decision", json={"decision": "maybe"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert bad.status_code == 400 and "approve" in bad.json()["error"]
+    rows = {r.candidate_id: r for r in ledger.candidates(run_id)}
+    assert rows[first].state == "approved" and rows[first].review["by"] == "alice"
+    assert rows[first].review["comment"] == "hero shot" and rows[first].review["at"]
+    assert rows[second].state == "rejected" and rows[second].review["comment"] == "too dark"
+    assert rows[third].state in ("selected", "not_selected")
+    last = ledger.history(run_id, second)[-1]
+    assert last.to_state == "rejected" and last.detail["by"] == "alice"
+    missing = client.post(
+        f"/runs/{run_id}/candidates/nosuchcandidate0001/decision",
+        json={"decision": "approve"},
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert missing.status_code == 404
+
+
+def test_state_changes_need_the_csrf_token(client: TestClient, ledger_url: str, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    cid = Ledger.open(ledger_url).candidates(run_id)[0].candidate_id
+    url = f"/runs/{run_id}/candidates/{cid}/decision"
+    other_csrf = login(TestClient(client.app, base_url=BASE))  # another session of the same server
+    assert other_csrf != csrf
+    attempts = [
+        client.post(url, json={"decision": "approve"}),
+        client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": "0" * 64}),
+        client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": other_csrf}),
+        client.post(url, data={"decision": "approve"}),
+        client.post(url, data={"decision": "approve", "csrf_token": other_csrf}),
+        client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": csrf, "Origin": "http://evil.test"}),
+        client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": csrf, "Referer": "http://evil.test/x"}),
+        client.post(f"/runs/{run_id}/approve-top-k", json={}),
+        client.post(f"/runs/{run_id}/finalize", json={}),
+    ]
+    assert [r.status_code for r in attempts] == [403] * len(attempts)
+    assert client.get(url).status_code == 405  # no state change on GET
+    assert Ledger.open(ledger_url).candidates(run_id)[0].state in ("selected", "not_selected")
+    same_origin = client.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": csrf, "Origin": BASE})
+    assert same_origin.status_code == 200
+
+
+def test_flagged_candidate_needs_an_allowed_override(ledger_url: str, produced: dict[str, Any]) -> None:
+    url = f"/runs/{FLAGGED_RUN}/candidates/{FLAGGED_ID}/decision"
+    strict = make_client(ledger_url, produced["policy"])
+    csrf = login(strict)
+    sheet = strict.get(f"/runs/{FLAGGED_RUN}?show=flagged").text
+    assert "badge-flagged" in sheet and "concepts &#39;a weapon&#39; score 0.310" in sheet
+    assert 'name="override_reason"' not in sheet  # the policy allows no override: no field for one
+    refused = strict.post(url, json={"decision": "approve", "override_reason": "fine"}, headers={"X-CSRF-Token": csrf})
+    assert refused.status_code == 409 and "does not allow overrides" in refused.json()["error"]
+    page = strict.post(url, data={"decision": "approve", "csrf_token": csrf}, follow_redirects=False)
+    assert page.status_code == 409 and "does not allow overrides" in page.text and "Traceback" not in page.text
+    lenient = make_client(ledger_url, produced["policy"], override=True, reviewer="bob")
+    csrf = login(lenient)
+    assert 'name="override_reason"' in lenient.get(f"/runs/{FLAGGED_RUN}").text
+    no_reason = lenient.post(url, json={"decision": "approve"}, headers={"X-CSRF-Token": csrf})
+    assert no_reason.status_code == 409 and "needs an override reason" in no_reason.json()["error"]
+    assert Ledger.open(ledger_url).candidates(FLAGGED_RUN)[0].state == "screened_flagged"
+    allowed = lenient.post(
+        url, json={"decision": "approve", "override_reason": "toy gun, fine"}, headers={"X-CSRF-Token": csrf}
+    )
+    assert allowed.status_code == 200 and allowed.json()["state"] == "approved"
+    row = Ledger.open(ledger_url).candidates(FLAGGED_RUN)[0]
+    assert row.review["by"] == "bob" and row.review["override"]["reason"] == "toy gun, fine"
+    assert "toy gun, fine" in lenient.get(f"/runs/{FLAGGED_RUN}/candidates/{FLAGGED_ID}").text
+
+
+def test_images_come_only_from_the_runs_own_directory(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    login(client)
+    run_id = produced["run_id"]
+    cid = Ledger.open(ledger_url).candidates(run_id)[0].candidate_id
+    full = client.get(f"/runs/{run_id}/candidates/{cid}/image")
+    assert full.status_code == 200 and full.headers["content-type"] == "image/png" and full.content[:4] == b"\x89PNG"
+    thumb = client.get(f"/runs/{run_id}/candidates/{cid}/image?thumb=1")
+    assert thumb.status_code == 200 and thumb.content[:3] == b"\xff\xd8\xff"
+    attempts = [
+        f"/runs/{run_id}/candidates/..%2F..%2Fledger.sqlite/image",
+        f"/runs/{run_id}/candidates/%2e%2e/image",
+        f"/runs/{run_id}/candidates/%2e%2e%2f%2e%2e%2fledger.sqlite/image",
+        f"/runs/{run_id}/candidates/%2Fetc%2Fpasswd/image",
+        f"/runs/{run_id}/candidates/{FLAGGED_ID}/image",  # another run's candidate
+        f"/runs/{FLAGGED_RUN}/candidates/{cid}/image",
+        f"/runs/..%2F{run_id}/candidates/{cid}/image",
+        f"/runs/{run_id}/candidates/{cid}/image/../../../../ledger.sqlite",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/app.py",
+    ]
+    for url in attempts:
+        assert client.get(url).status_code == 404, url
+    own_image = Path(str(client.app.state.ledger.candidates(run_id)[0].image_path))
+    link = own_image.parent / "link-outside.png"
+    link.unlink(missing_ok=True)
+    link.symlink_to(ledger_url.removeprefix("sqlite:///"))
+    others = [r for r in client.app.state.ledger.candidates(run_id) if r.candidate_id != cid]
+    with client.app.state.ledger.transaction() as session:  # records pointing outside their run are never served
+        session.get(CandidateRow, (FLAGGED_RUN, FLAGGED_ID)).image_path = str(own_image)  # another run's file
+        session.get(CandidateRow, (run_id, cid)).image_path = ledger_url.removeprefix("sqlite:///")
+        session.get(CandidateRow, (run_id, others[0].candidate_id)).image_path = str(link)
+        session.get(CandidateRow, (run_id, others[1].candidate_id)).image_path = f"{own_image.parent}/../../../x.png"
+    for candidate in (cid, others[0].candidate_id, others[1].candidate_id):
+        assert client.get(f"/runs/{run_id}/candidates/{candidate}/image").status_code == 404
+    assert client.get(f"/runs/{FLAGGED_RUN}/candidates/{FLAGGED_ID}/image").status_code == 404
+    link.unlink()
+
+
+def test_bulk_approves_the_top_k_of_every_prompt(client: TestClient, ledger_url: str, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = Ledger.open(ledger_url)
+    rows = ledger.candidates(run_id)
+    hero, mug = (by_score([r for r in rows if r.job_key == job.job_key]) for job in ledger.jobs(run_id))
+    client.post(
+        f"/runs/{run_id}/candidates/{mug[0]}/decision", json={"decision": "reject"}, headers={"X-CSRF-Token": csrf}
+    )
+    response = client.post(f"/runs/{run_id}/approve-top-k", json={}, headers={"X-CSRF-Token": csrf})
+    assert response.status_code == 200
+    assert sorted(response.json()["approved"]) == sorted([hero[0], mug[1]])  # a rejection is not undone
+    states = {r.candidate_id: r.state for r in ledger.candidates(run_id)}
+    assert [states[c] for c in hero] == ["approved", "not_selected", "not_selected"]
+    assert [states[c] for c in mug] == ["rejected", "approved", "not_selected"]
+    again = client.post(f"/runs/{run_id}/approve-top-k", json={}, headers={"X-CSRF-Token": csrf})
+    assert again.json() == {"approved": [], "errors": []}
+    flagged = client.post(f"/runs/{FLAGGED_RUN}/approve-top-k", json={}, headers={"X-CSRF-Token": csrf})
+    assert flagged.json()["approved"] == []  # flagged ones are skipped
+
+
+def test_finalize_runs_in_the_background_and_reports(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    headers = {"X-CSRF-Token": csrf}
+    nothing = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+    assert nothing.status_code == 409 and "approve some first" in nothing.json()["error"]
+    approved = client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers).json()["approved"]
+    started = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+    assert started.status_code == 202 and started.json()["running"] is True
+    client.app.state.publisher.wait(run_id, timeout=240)
+    status = client.get(f"/api/runs/{run_id}/finalize").json()
+    assert status["running"] is False and status["error"] is None, status
+    assert status["finalized"] == 2 and status["finalize_failed"] == 0 and status["approved"] == 0
+    assert status["published"] == 2  # to the policy's default target, the local published/ folder
+    assert status["done"] == status["total"] == 2
+    assets = {a.candidate_id: a for a in Ledger.open(ledger_url).assets(run_id)}
+    assert sorted(assets) == sorted(approved)
+    asset = assets[approved[0]]
+    assert asset.final_sha256 and asset.validation_state == "Trusted" and Path(str(asset.final_path)).is_file()
+    assert asset.published and asset.published["key"].endswith(f"{asset.candidate_id}.png")
+    page = client.get(f"/runs/{run_id}/candidates/{approved[0]}").text
+    assert asset.final_sha256 in page and str(asset.manifest_label) in page and "Trusted" in page
+    assert "finalized" in client.get(f"/runs/{run_id}").text
+
+
+def test_finalize_runs_one_at_a_time_per_run_and_shows_failures(
+    ledger_url: str, produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from tasks.review import publish
+
+    release = threading.Event()
+
+    def slow_finalize(url: str, run_id: str, policy: Policy) -> list[str]:
+        assert url == ledger_url and policy.review.mode == "manual"
+        release.wait(30)
+        return ["abc: watermark did not verify"]
+
+    monkeypatch.setattr(publish, "_finalize_approved", slow_finalize)
+    client = make_client(ledger_url, produced["policy"])
+    headers = {"X-CSRF-Token": login(client)}
+    run_id = produced["run_id"]
+    client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers)
+    assert client.post(f"/runs/{run_id}/finalize", json={}, headers=headers).status_code == 202
+    again = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+    assert again.status_code == 409 and "already running" in again.json()["error"]
+    assert client.get(f"/api/runs/{run_id}/finalize").json()["running"] is True
+    assert "finalizing" in client.get(f"/runs/{run_id}").text
+    release.set()
+    client.app.state.publisher.wait(run_id, timeout=30)
+    status = client.get(f"/api/runs/{run_id}/finalize").json()
+    assert status["running"] is False and status["failures"] == ["abc: watermark did not verify"]
+    assert "abc: watermark did not verify" in status["failure_lines"]
+    assert "abc: watermark did not verify" in client.get(f"/runs/{run_id}").text
+
+    def broken(url: str, run_id: str, policy: Policy) -> list[str]:
+        raise RuntimeError("signer exploded")
+
+    monkeypatch.setattr(publish, "_finalize_approved", broken)
+    client = make_client(ledger_url, produced["policy"])
+    headers = {"X-CSRF-Token": login(client)}
+    assert client.post(f"/runs/{run_id}/finalize", json={}, headers=headers).status_code == 202
+    client.app.state.publisher.wait(run_id, timeout=30)
+    status = client.get(f"/api/runs/{run_id}/finalize").json()
+    assert status["error"] == "RuntimeError: signer exploded"
+    assert "RuntimeError: signer exploded" in client.get(f"/runs/{run_id}").text
+
+
+def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict[str, Any], tmp_path: Path) -> None:
+    import httpx
+
+    script = (
+        "import argparse, sys\n"
+        "from flows.review import add_review_command\n"
+        "from tasks.errors import AssetMintError\n"
+        "parser = argparse.ArgumentParser(prog='assetmint')\n"
+        "parser.add_argument('--verbose', action='store_true')\n"
+        "common = argparse.ArgumentParser(add_help=False)\n"
+        "sub = parser.add_subparsers(dest='command', required=True)\n"
+        "add_review_command(sub, common)\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "try:\n"
+        "    sys.exit(args.handler(args))\n"
+        "except AssetMintError as exc:\n"
+        "    sys.exit(f'error: {exc}')\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "ASSETMINT_WORK_DIR": str(produced["root"] / "work"),
+        "ASSETMINT_CONFIG_DIR": str(tmp_path / "config"),
+        "ASSETMINT_CACHE_DIR": str(tmp_path / "cache"),
+        "USER": "carol",
+        "HOME": str(tmp_path),
+    }
+    policy = str(produced["root"] / "policy.yaml")
+    command = [sys.executable, "-c", script, "review", produced["run_id"], "--port", "0", "--policy", policy]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert lines[0].startswith("Reviewing as carol;"), lines
+        url = lines[1].removeprefix("Open: ").strip()
+        assert re.fullmatch(rf"http://127\.0\.0\.1:\d+/runs/{produced['run_id']}\?token=[\w-]{{43}}", url), url
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with httpx.Client(follow_redirects=True) as http:
+                    page = http.get(url)
+                    assert http.get(url.split("?")[0].replace(produced["run_id"], FLAGGED_RUN)).status_code == 404
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert page.status_code == 200 and "Finalize and publish approved" in page.text and "?token=" not in str(page.url)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    unknown = subprocess.run(
+        [sys.executable, "-c", script, "review", "no-such-run", "--policy", policy],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1 and "no run 'no-such-run'" in unknown.stderr
+
+
+def test_review_command_is_registered_with_its_options() -> None:
+    import argparse
+
+    from flows.review import add_review_command, bind, review_url
+
+    parser = argparse.ArgumentParser()
+    add_review_command(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))
+    args = parser.parse_args(["review"])
+    assert args.run_id is None and args.host is None and args.port == 8765 and args.reviewer is None
+    args = parser.parse_args(["review", "r1", "--host", "0.0.0.0", "--port", "9000", "--reviewer", "dana"])
+    assert (args.run_id, args.host, args.port, args.reviewer) == ("r1", "0.0.0.0", 9000, "dana")
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+    assert review_url("::1", 80, "t", None) == "http://[::1]:80/?token=t"
