@@ -174,17 +174,17 @@ def _print_summary(console: Any, summary: Any) -> None:
     for warning in summary.warnings:
         console.print(f"[yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
     table = Table(title="Best candidates per prompt")
-    for column in ("prompt", "variant", "rank", "CLIPScore", "seed", "state", "candidate"):
-        table.add_column(column, overflow="fold", no_wrap=column in ("rank", "CLIPScore", "seed", "state", "candidate"))
+    for column in ("prompt", "rank", "CLIPScore", "seed", "state", "candidate"):
+        table.add_column(column, overflow="fold", no_wrap=column != "prompt")
     for best in summary.best:
+        label = f"{best['prompt_id']}: {best['variant']}" if best["variant"] else best["prompt_id"]
         table.add_row(
-            best["prompt_id"],
-            escape(best["variant"]),
+            escape(label),
             str(best["rank"]),
             f"{best['clip_score']:.4f}",
             str(best["seed"]),
             best["state"],
-            best["candidate_id"],
+            best["candidate_id"][:12],  # any unique prefix works with `assetmint show`
         )
     console.print(table)
     console.print(f"Images: {summary.run_dir}/candidates", soft_wrap=True)
