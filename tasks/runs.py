@@ -494,13 +494,14 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
     failures: list[str] = []
 
     def record(outcome: Any) -> None:
+        # One transaction per asset as it completes: an interrupted stage keeps what it finished.
+        ledger.record_finalized(run_id, [outcome])
         done.append(outcome)
         if not outcome.ok:
             failures.append(f"{outcome.candidate_id}: {outcome.reason}")
         progress.report("finalize", len(done), len(work))
 
-    outcomes = finalize_many(work, policy.finalize.workers, record)
-    ledger.record_finalized(run_id, outcomes)
+    finalize_many(work, policy.finalize.workers, record)
     return failures
 
 
