@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flows.audit import add_audit_commands
 from flows.review import add_review_command
 from tasks.errors import AssetMintError
 
@@ -549,6 +550,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.set_defaults(handler=cmd_models_init)
     add_review_command(sub, common)
+    add_audit_commands(sub, common)
     return parser
 
 

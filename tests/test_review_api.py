@@ -542,7 +542,8 @@ def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict
             except httpx.ConnectError:
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
-        assert page.status_code == 200 and "Finalize and publish approved" in page.text and "?token=" not in str(page.url)
+        assert page.status_code == 200 and "Finalize and publish approved" in page.text
+        assert "?token=" not in str(page.url)
     finally:
         process.terminate()
         process.wait(timeout=20)

@@ -1,0 +1,308 @@
+"""`assetmint audit` on assets produced and published by the real batch flow, and on attacks against them."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import uuid
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import write
+from tasks.ledger import AssetRow, Ledger
+
+MANIFEST = """\
+campaign: {id: aud, name: Audit}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 7}
+prompts:
+  - {id: mug, prompt: a ceramic mug on a desk}
+  - {id: lamp, prompt: a brass lamp}
+  - {id: cup, prompt: a tea cup, output_format: jpeg}
+"""
+S3_BUCKET = os.environ.get("ASSETMINT_TEST_S3_BUCKET")
+
+
+def main(argv: list[str]) -> int:
+    """`flows.cli.main`, with the audit commands registered if the CLI does not register them itself yet."""
+    import argparse
+
+    import flows.cli as cli
+    from flows.audit import add_audit_commands
+
+    original = cli.build_parser
+
+    def build() -> argparse.ArgumentParser:
+        parser = original()
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        if "audit" not in sub.choices:
+            common = argparse.ArgumentParser(add_help=False)
+            common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS)
+            add_audit_commands(sub, common)
+        return parser
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli, "build_parser", build)
+        return cli.main(argv)
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("audit")
+    env = {
+        "ASSETMINT_CACHE_DIR": str(model_cache),
+        "ASSETMINT_CONFIG_DIR": str(root / "config"),
+        "ASSETMINT_WORK_DIR": str(root / "work"),
+    }
+    policy = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
+    assets = ledger.assets(ledger.runs()[0].run_id)
+    assert [a.published is not None for a in assets] == [True, True, True]
+    yield {"root": root, "policy": policy, "env": env, "assets": assets}
+
+
+@pytest.fixture
+def env(produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    for name, value in produced["env"].items():
+        monkeypatch.setenv(name, value)
+    return produced
+
+
+def _published(produced: dict[str, Any], asset: AssetRow) -> Path:
+    return produced["root"] / "work" / "published" / str(asset.published["key"])  # type: ignore[index]
+
+
+def _pngs(produced: dict[str, Any]) -> list[AssetRow]:
+    return [a for a in produced["assets"] if a.mime == "image/png"]
+
+
+def _audit(env: dict[str, Any], tmp_path: Path, *targets: str, html: bool = False) -> tuple[int, dict[str, dict]]:
+    lines = tmp_path / "audit.jsonl"
+    args = ["audit", *targets, "--json-lines", str(lines), "--policy", str(env["policy"])]
+    if html:
+        args += ["--html", str(tmp_path / "audit.html")]
+    code = main(args)
+    results = [json.loads(line) for line in lines.read_text().splitlines()]
+    return code, {Path(r["object"]).name if not r["object"].startswith("s3://") else r["object"]: r for r in results}
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _replace_cabx(png: bytes, store: bytes) -> bytes:
+    """`png` with its caBX chunk (the C2PA manifest store) replaced by `store`."""
+    pos = 8
+    while pos < len(png):
+        length, kind = struct.unpack(">I4s", png[pos : pos + 8])
+        if kind == b"caBX":
+            return png[:pos] + _png_chunk(b"caBX", store) + png[pos + 12 + length :]
+        pos += 12 + length
+    raise AssertionError("no caBX chunk")
+
+
+def _bomb_png() -> bytes:
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[str, Any], tmp_path: Path) -> None:
+    code, results = _audit(env, tmp_path, str(env["root"] / "work" / "published"), html=True)
+    assert code == 0
+    assert {r["verdict"] for r in results.values()} == {"verified"} and len(results) == 3  # sidecars skipped
+    for asset in env["assets"]:
+        result = results[_published(env, asset).name]
+        assert result["expected"] and result["candidate_id"] == asset.candidate_id
+        assert result["evidence"]["credential"]["manifest_label"] == asset.manifest_label
+        assert result["evidence"]["watermark"]["payload"] == asset.payload_hex
+    html = (tmp_path / "audit.html").read_text()
+    assert html.count("data:image/jpeg;base64,") == 3 and "<svg" in html and "http" not in html.split("<svg")[0]
+    ledger = Ledger.open(f"sqlite:///{env['root']}/work/ledger.sqlite")
+    recorded = ledger.audits(candidate_id=env["assets"][0].candidate_id)
+    assert recorded and recorded[0].verdict == "verified" and recorded[0].evidence["sha256"]
+
+
+def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None:
+    from tasks import provenance
+    from tasks.audit import manifest_store_bytes
+    from tasks.finalize import WATERMARK_ALG_PREFIX
+
+    a, b = _pngs(env)
+    jpeg = next(x for x in env["assets"] if x.mime == "image/jpeg")
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    a_bytes, b_bytes = _published(env, a).read_bytes(), _published(env, b).read_bytes()
+    pixels = Image.open(io.BytesIO(a_bytes)).convert("RGB")
+    # JPEG q75 re-encode, metadata stripped. 4:4:4 chroma: with Pillow's default 4:2:0 the chroma mark is lost.
+    pixels.save(wild / "stripped-q75.jpg", "JPEG", quality=75, subsampling=0)
+    pixels.resize((128, 128), Image.Resampling.LANCZOS).save(wild / "half.png")
+    flipped = bytearray(_published(env, jpeg).read_bytes())
+    flipped[flipped.index(b"\xff\xda") + 3000] ^= 0x01  # one byte of the entropy-coded pixel data
+    (wild / "flipped.jpg").write_bytes(bytes(flipped))
+    # A's credential spliced into B's pixels, and A's manifest definition signed (validly) onto B's pixels.
+    (wild / "spliced.png").write_bytes(_replace_cabx(b_bytes, manifest_store_bytes(a_bytes) or b""))
+    from policies.model import load_policy
+
+    policy = load_policy(env["policy"])
+    facts = provenance.AssetFacts(asset_id=a.candidate_id, model_name="embedded:tiny-sd", prompt="x", generation={})
+    mark = provenance.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDctSvd", "dwtDctSvd", str(a.payload_hex), "1")
+    out = io.BytesIO()
+    Image.open(io.BytesIO(b_bytes)).convert("RGB").save(out, "PNG")
+    with provenance.load_signer(policy.signing) as signer:
+        definition = provenance.build_manifest_definition(facts, policy.signing, mark)
+        (wild / "resigned.png").write_bytes(provenance.sign_asset(out.getvalue(), "image/png", definition, signer))
+    Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(wild / "foreign.png")
+    (wild / "garbage.png").write_bytes(os.urandom(5000))
+    (wild / "truncated.png").write_bytes(a_bytes[: len(a_bytes) // 2])
+    (wild / "bomb.png").write_bytes(_bomb_png())
+    (wild / "<img src=x onerror=alert(1)>.png").write_bytes(b"<b>not an image</b>")
+
+    code, results = _audit(env, tmp_path, str(wild), html=True)
+    verdicts = {name: r["verdict"] for name, r in results.items()}
+    assert verdicts == {
+        "stripped-q75.jpg": "recovered",
+        "half.png": "recovered",
+        "flipped.jpg": "tampered",
+        "spliced.png": "mismatch",
+        "resigned.png": "mismatch",
+        "foreign.png": "not_ours",
+        "garbage.png": "unreadable",
+        "truncated.png": "unreadable",
+        "bomb.png": "unreadable",
+        "<img src=x onerror=alert(1)>.png": "unreadable",
+    }
+    assert code == 1  # tampered and mismatched copies of published assets fail the audit
+    recovered = results["stripped-q75.jpg"]["evidence"]["recovered"]
+    assert recovered == {
+        "asset_key": a.asset_key,
+        "run_id": a.run_id,
+        "candidate_id": a.candidate_id,
+        "manifest_label": a.manifest_label,
+    }
+    assert results["half.png"]["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
+    assert results["resigned.png"]["evidence"]["credential"]["state"] == "Trusted"
+    assert "decompression bomb" in results["bomb.png"]["reasons"][0]
+    html = (tmp_path / "audit.html").read_text()
+    assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
+
+
+def test_bad_target_is_a_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["audit", "/no/such/folder", "--policy", str(env["policy"])]) == 2
+    assert "/no/such/folder" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not S3_BUCKET, reason="no S3 server: start one with deploy/s3-local.sh and source its env.sh")
+def test_s3_prefix_with_metadata_cross_check(env: dict[str, Any], tmp_path: Path) -> None:
+    import boto3
+
+    from policies.model import load_policy
+    from tasks.publish import PublishItem, S3Target
+
+    prefix = f"audit-{uuid.uuid4().hex[:8]}"
+    policy = load_policy(env["policy"])
+    target = S3Target(str(S3_BUCKET), prefix, policy.publish)
+    a, b = _pngs(env)
+    jpeg = next(x for x in env["assets"] if x.mime == "image/jpeg")
+
+    def item(asset: AssetRow, claimed: AssetRow, run: str) -> PublishItem:
+        return PublishItem(
+            asset_id=asset.candidate_id,
+            run_id=run,
+            campaign="aud",
+            prompt_id="p",
+            policy_name="test",
+            path=Path(str(asset.final_path)),
+            sha256=str(asset.final_sha256),
+            mime=str(asset.mime),
+            ext=Path(str(asset.final_path)).suffix[1:],
+            metadata={
+                "asset-id": claimed.candidate_id,
+                "watermark-payload": str(claimed.payload_hex),
+                "c2pa-manifest": str(claimed.manifest_label),
+            },
+            sidecar={"asset_id": asset.candidate_id, "provenance": {"sha256": asset.final_sha256}},
+        )
+
+    s3 = boto3.client("s3")
+    try:
+        target.publish(item(a, a, "good"))
+        target.publish(item(jpeg, jpeg, "good"))
+        target.publish(item(b, a, "relabelled"))  # B's bytes under metadata claiming asset A
+        s3.put_object(Bucket=S3_BUCKET, Key=f"{prefix}/notes.txt", Body=b"hello")
+        code, results = _audit(env, tmp_path, f"s3://{S3_BUCKET}/{prefix}")
+        verdicts = {name.split("/", 4)[-1]: r["verdict"] for name, r in results.items()}
+        assert verdicts == {
+            f"aud/good/{a.candidate_id}.png": "verified",
+            f"aud/good/{jpeg.candidate_id}.jpg": "verified",
+            f"aud/relabelled/{b.candidate_id}.png": "mismatch",
+            "notes.txt": "unreadable",
+        }
+        relabelled = results[f"s3://{S3_BUCKET}/{prefix}/aud/relabelled/{b.candidate_id}.png"]
+        assert relabelled["evidence"]["s3_metadata"]["asset-id"] == a.candidate_id
+        assert any("object metadata asset-id" in reason for reason in relabelled["reasons"])
+        assert code == 1
+    finally:
+        for entry in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix).get("Contents", []):
+            s3.delete_object(Bucket=S3_BUCKET, Key=entry["Key"])
+
+
+def test_audit_flow_returns_counts(env: dict[str, Any], tmp_path: Path) -> None:
+    from flows.audit import audit_flow
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(_published(env, env["assets"][0]), folder)
+    result = audit_flow(target=str(folder), policy=str(env["policy"]))
+    assert result["counts"]["verified"] == 1 and result["exit_code"] == 0
+
+
+def test_signer_outside_the_trust_anchors_is_untrusted(env: dict[str, Any]) -> None:
+    from policies.model import load_policy
+    from tasks.audit import AuditResult, audit_bytes, make_context
+
+    policy = load_policy(env["policy"])
+    ctx = make_context(policy, Ledger.open(policy.ledger_url()))
+    ctx.anchors = []  # nobody is trusted: the development root is not an anchor here
+    data = _published(env, env["assets"][0]).read_bytes()
+    result = audit_bytes(data, ctx, AuditResult("t", "x", ""))
+    assert result.verdict == "untrusted" and result.expected and result.failed
+    assert "signingCredential.untrusted" in result.evidence["credential"]["status_codes"]
+
+
+def test_registering_the_commands_does_not_import_prefect() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, flows.audit; print('prefect' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_an_access_error_is_that_objects_verdict(env: dict[str, Any]) -> None:
+    from policies.model import load_policy
+    from tasks.audit import AuditItem, audit_items, make_context
+
+    def denied() -> tuple[bytes, dict[str, str]]:
+        raise PermissionError("AccessDenied")
+
+    good = _published(env, env["assets"][0])
+    items = [
+        AuditItem("t", "s3://b/denied.png", ("s3", "b", "denied.png"), denied),
+        AuditItem("t", str(good), ("file", str(good.resolve())), lambda: (good.read_bytes(), {})),
+    ]
+    policy = load_policy(env["policy"])
+    results = [r for _, r in audit_items(items, make_context(policy, Ledger.open(policy.ledger_url())))]
+    assert [r.verdict for r in results] == ["unreadable", "verified"]
+    assert "AccessDenied" in results[0].reasons[0]

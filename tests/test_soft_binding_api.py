@@ -1,0 +1,111 @@
+"""The soft-binding resolution API answers what the audit finds, on an asset produced by the real batch flow."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from conftest import write
+from flows.cli import main
+from tasks.ledger import Ledger
+
+MANIFEST = """\
+campaign: {id: sba, name: Soft binding}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 11}
+prompts:
+  - {id: vase, prompt: a glass vase}
+"""
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
+    from fastapi.testclient import TestClient
+
+    from policies.model import load_policy
+    from tasks.soft_binding_api import create_app
+
+    root = tmp_path_factory.mktemp("sba")
+    policy_path = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ASSETMINT_CACHE_DIR", str(model_cache))
+        patch.setenv("ASSETMINT_CONFIG_DIR", str(root / "config"))
+        patch.setenv("ASSETMINT_WORK_DIR", str(root / "work"))
+        assert main(["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy_path)]) == 0
+        policy = load_policy(policy_path)
+        ledger = Ledger.open(policy.ledger_url())
+        asset = ledger.assets(ledger.runs()[0].run_id)[0]
+        published = root / "work" / "published" / str(asset.published["key"])  # type: ignore[index]
+        with TestClient(create_app(policy, max_body_bytes=2_000_000)) as client:
+            yield {"client": client, "asset": asset, "published": published, "policy": policy, "ledger": ledger}
+
+
+ALG = "com.assetmint.imwatermark.dwtDctSvd"
+
+
+def _stripped(path: Path) -> bytes:
+    out = io.BytesIO()
+    Image.open(path).convert("RGB").save(out, "JPEG", quality=90, subsampling=0)
+    return out.getvalue()
+
+
+def test_by_binding_finds_the_published_manifest(served: dict[str, Any]) -> None:
+    client, asset = served["client"], served["asset"]
+    value = base64.b64encode(bytes.fromhex(asset.payload_hex)).decode()
+    expected = {"matches": [{"manifestId": asset.manifest_label, "similarityScore": 100}]}
+    assert client.get("/matches/byBinding", params={"alg": ALG, "value": value}).json() == expected
+    assert client.get("/matches/byBinding", params={"alg": ALG, "value": asset.payload_hex}).json() == expected
+    assert client.post("/matches/byBinding", json={"alg": ALG, "value": value}).json() == expected
+    unknown = base64.b64encode(bytes(8)).decode()
+    assert client.get("/matches/byBinding", params={"alg": ALG, "value": unknown}).json() == {"matches": []}
+    assert client.get("/matches/byBinding", params={"alg": "org.other.wm", "value": value}).status_code == 400
+    assert client.get("/matches/byBinding", params={"alg": ALG, "value": "!!"}).status_code == 400
+    algs = client.get("/services/supportedAlgorithms").json()["watermarks"]
+    assert {"alg": ALG} in algs
+
+
+def test_by_content_agrees_with_the_audit(served: dict[str, Any]) -> None:
+    from tasks.audit import AuditResult, audit_bytes, make_context
+
+    client, asset = served["client"], served["asset"]
+    stripped = _stripped(served["published"])
+    response = client.post("/matches/byContent", content=stripped, headers={"content-type": "image/jpeg"})
+    assert response.json() == {"matches": [{"manifestId": asset.manifest_label, "similarityScore": 100}]}
+    audited = audit_bytes(stripped, make_context(served["policy"], served["ledger"]), AuditResult("t", "x", ""))
+    assert audited.verdict == "recovered"
+    assert audited.evidence["recovered"]["manifest_label"] == response.json()["matches"][0]["manifestId"]
+    foreign = io.BytesIO()
+    Image.new("RGB", (300, 300), (10, 200, 30)).save(foreign, "PNG")
+    assert client.post("/matches/byContent", content=foreign.getvalue()).json() == {"matches": []}
+    assert client.post("/matches/byContent", content=b"plain text").status_code == 415
+    assert client.post("/matches/byContent", content=b"\x89PNG\r\n\x1a\n" + bytes(3_000_000)).status_code == 413
+
+
+def test_manifest_store_bytes_read_back_with_c2pa(served: dict[str, Any]) -> None:
+    import c2pa
+
+    client, asset = served["client"], served["asset"]
+    response = client.get(f"/manifests/{asset.manifest_label}")
+    assert response.status_code == 200 and response.headers["content-type"] == "application/c2pa"
+    with c2pa.Reader("application/c2pa", io.BytesIO(response.content)) as reader:
+        assert json.loads(reader.json())["active_manifest"] == asset.manifest_label
+    original = served["published"].read_bytes()
+    with c2pa.Reader("image/png", io.BytesIO(original), manifest_data=response.content) as reader:
+        store = json.loads(reader.json())
+    assert "assertion.dataHash.mismatch" not in json.dumps(store.get("validation_status") or [])
+    manifest = store["manifests"][asset.manifest_label]
+    soft = next(a for a in manifest["assertions"] if a["label"].startswith("c2pa.soft-binding"))
+    assert soft["data"]["blocks"][0]["value"] == asset.payload_hex
+    assert client.get("/manifests/urn:c2pa:00000000-0000-0000-0000-000000000000").status_code == 404
+
+
+def test_read_only(served: dict[str, Any]) -> None:
+    client, asset = served["client"], served["asset"]
+    assert client.delete(f"/manifests/{asset.manifest_label}").status_code == 405
+    assert client.put(f"/manifests/{asset.manifest_label}", content=b"x").status_code == 405
