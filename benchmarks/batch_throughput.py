@@ -130,9 +130,7 @@ def main() -> None:
         print(f"images: {count} at {size}x{size}, {steps} steps, batch {batch}, CPU")
         print(f"raw diffusers loop : {count / raw:7.2f} images/s ({raw:.2f} s)")
         print(f"batch flow, generation stage: {count / generation:7.2f} images/s ({generation:.2f} s incl. flow start)")
-        print(
-            f"batch flow, whole run (+ scoring, selection, finalize): {count / whole:7.2f} images/s ({whole:.2f} s)"
-        )
+        print(f"batch flow, whole run (+ scoring, selection, finalize): {count / whole:7.2f} images/s ({whole:.2f} s)")
         print(f"throughput ratio (flow generation / raw): {raw / generation:.3f}x")
         print(f"orchestration overhead per image: {(generation - raw) / count * 1000:.1f} ms")
         if args.skip_large:
