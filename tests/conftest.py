@@ -34,3 +34,19 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, str]:
+    """Run `assetmint ARGV` with config and work directories under `root` (for module-scoped fixtures)."""
+    from flows.cli import main
+
+    env = {
+        "ASSETMINT_CACHE_DIR": str(model_cache),
+        "ASSETMINT_CONFIG_DIR": str(root / "config"),
+        "ASSETMINT_WORK_DIR": str(root / "work"),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert main(argv) == 0
+    return env

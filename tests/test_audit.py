@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import write
+from conftest import run_isolated, write
+from flows.cli import main
 from tasks.ledger import AssetRow, Ledger
 
 MANIFEST = """\
@@ -30,42 +31,11 @@ prompts:
 S3_BUCKET = os.environ.get("ASSETMINT_TEST_S3_BUCKET")
 
 
-def main(argv: list[str]) -> int:
-    """`flows.cli.main`, with the audit commands registered if the CLI does not register them itself yet."""
-    import argparse
-
-    import flows.cli as cli
-    from flows.audit import add_audit_commands
-
-    original = cli.build_parser
-
-    def build() -> argparse.ArgumentParser:
-        parser = original()
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        if "audit" not in sub.choices:
-            common = argparse.ArgumentParser(add_help=False)
-            common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS)
-            add_audit_commands(sub, common)
-        return parser
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "build_parser", build)
-        return cli.main(argv)
-
-
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("audit")
-    env = {
-        "ASSETMINT_CACHE_DIR": str(model_cache),
-        "ASSETMINT_CONFIG_DIR": str(root / "config"),
-        "ASSETMINT_WORK_DIR": str(root / "work"),
-    }
     policy = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        assert main(["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)])
     ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
     assets = ledger.assets(ledger.runs()[0].run_id)
     assert [a.published is not None for a in assets] == [True, True, True]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import write
+from conftest import run_isolated, write
 from flows.cli import main
 from tasks.ledger import Ledger
 
@@ -35,15 +35,7 @@ prompts:
 @pytest.fixture(scope="module")
 def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("finalize")
-    env = {
-        "ASSETMINT_CACHE_DIR": str(model_cache),
-        "ASSETMINT_CONFIG_DIR": str(root / "config"),
-        "ASSETMINT_WORK_DIR": str(root / "work"),
-    }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        assert main(["run", str(write(root / "m.yaml", MANIFEST))]) == 0
+    run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST))])
     ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
     run_id = ledger.runs()[0].run_id
     finals = {a.mime: Path(a.final_path) for a in ledger.assets(run_id) if a.final_path}
