@@ -239,6 +239,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     if run is not None:
         _show_run(console, ledger, run)
         return 0
+    if len(args.id) < 6:
+        raise LedgerError(
+            f"no run {args.id!r} in the ledger (asset ids need at least 6 characters); `assetmint runs` lists the runs."
+        )
     matches = ledger.find_candidates(args.id)
     if not matches:
         raise LedgerError(f"no run or asset matches {args.id!r}; `assetmint runs` lists the runs.")
