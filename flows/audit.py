@@ -20,6 +20,12 @@ DEFAULT_SERVE_PORT = 8790
 _PREFECT_OBJECTS: dict[str, Any] = {}
 
 
+def _port(value: str) -> int:
+    from flows.cli import port_number  # imported late: flows.cli imports this module
+
+    return port_number(value)
+
+
 def _open_json_lines(path: str | None) -> Any:
     if not path:
         return None
@@ -193,6 +199,6 @@ def add_audit_commands(subparsers: Any, common_parent: argparse.ArgumentParser) 
     help_text = "serve the C2PA soft-binding resolution API (read-only) for manifests in the ledger"
     p = subparsers.add_parser("serve", help=help_text, description=help_text, parents=[common_parent])
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT, help=f"port (default {DEFAULT_SERVE_PORT})")
+    p.add_argument("--port", type=_port, default=DEFAULT_SERVE_PORT, help=f"port (default {DEFAULT_SERVE_PORT})")
     p.add_argument("--policy", metavar="FILE", help=policy_help)
     p.set_defaults(handler=cmd_serve)

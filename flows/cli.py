@@ -350,7 +350,9 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as bars, progress.progress_sink(_RichProgress(bars)):
         result = finalize_flow(run_id=args.run_id, policy=args.policy)
-    console.print(f"{result['finalized']} finalized assets in run {escape(args.run_id)}", soft_wrap=True)
+    console.print(
+        f"{result['finalized']} finalized assets (published ones included) in run {escape(args.run_id)}", soft_wrap=True
+    )
     for reason in result["failed"]:
         console.print(f"[red]not finalized:[/red] {escape(reason)}", soft_wrap=True)
     return 1 if result["failed"] else 0
@@ -483,6 +485,17 @@ def cmd_models_init(args: argparse.Namespace) -> int:
 
 
 # --- plumbing ------------------------------------------------------------------------------------------------------
+
+
+def port_number(value: str) -> int:
+    """argparse type for a TCP port: 0..65535 (0 lets the system pick a free one)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
 
 
 def _path(value: str | None) -> Path | None:

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from policies.model import Policy, load_policy
 from tasks import runs
+from tasks.workdir import run_lock
 
 finalize_approved_task = task(runs.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
 
@@ -27,6 +28,7 @@ def policy_for_run(run_id: str, policy_path: str | None) -> tuple[Policy, str]:
 def finalize_flow(run_id: str, policy: str | None = None) -> dict[str, int | list[str]]:
     """Finalize every approved, not yet finalized candidate of a run; returns counts and failure reasons."""
     loaded, ledger_url = policy_for_run(run_id, policy)
-    failures = finalize_approved_task(ledger_url, run_id, loaded)
+    with run_lock(loaded.resolved_work_dir(), run_id):  # one writer of a run's final files at a time
+        failures = finalize_approved_task(ledger_url, run_id, loaded)
     counts = runs.ledger_for(ledger_url).state_counts(run_id)
-    return {"finalized": counts.get("finalized", 0), "failed": failures}
+    return {"finalized": counts.get("finalized", 0) + counts.get("published", 0), "failed": failures}

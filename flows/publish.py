@@ -12,6 +12,7 @@ from policies.model import Policy
 from tasks import runs
 from tasks.publish import PublishTargetError
 from tasks.runs import PublishOutcome
+from tasks.workdir import run_lock
 
 
 def only_transient_failures(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -42,4 +43,5 @@ def publish_task(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome
 def publish_flow(run_id: str, policy: str | None = None) -> PublishOutcome:
     """Publish every finalized, not yet published asset of a run."""
     loaded, ledger_url = policy_for_run(run_id, policy)
-    return publish_task(ledger_url, run_id, loaded)
+    with run_lock(loaded.resolved_work_dir(), run_id):
+        return publish_task(ledger_url, run_id, loaded)

@@ -16,6 +16,12 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
 
+def _port(value: str) -> int:
+    from flows.cli import port_number  # imported late: flows.cli imports this module
+
+    return port_number(value)
+
+
 def add_review_command(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     """Register `assetmint review [RUN_ID] [--host HOST] [--port PORT] [--reviewer NAME] [--policy FILE]`."""
     help_text = "serve the CLIP-ranked contact sheet where a reviewer approves or rejects candidates"
@@ -26,7 +32,7 @@ def add_review_command(subparsers: Any, common_parent: argparse.ArgumentParser) 
         default=None,
         help=f"address to listen on (default {DEFAULT_HOST}; anything else exposes the app beyond this machine)",
     )
-    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free one)")
     p.add_argument("--reviewer", metavar="NAME", help="name recorded with every decision (default: $USER)")
     p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
     p.set_defaults(handler=cmd_review)
@@ -76,7 +82,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     """Serve the review app until Ctrl-C; prints the URL with a fresh access token."""
     import uvicorn
 
-    from policies.model import load_policy
+    from policies.model import Policy, load_policy
     from tasks.errors import ReviewError
     from tasks.ledger import Ledger
     from tasks.review.app import create_app
@@ -84,7 +90,10 @@ def cmd_review(args: argparse.Namespace) -> int:
     policy = load_policy(Path(args.policy) if args.policy else None)
     ledger_url = policy.ledger_url()
     if args.run_id:
-        Ledger.open(ledger_url).run(args.run_id)  # LedgerError names the unknown run
+        run = Ledger.open(ledger_url).run(args.run_id)  # LedgerError names the unknown run
+        if not args.policy:
+            # Decide overrides, sign and publish under the policy the run was made with, as finalize/publish do.
+            policy = Policy.model_validate(run.policy)
     reviewer = (args.reviewer or default_reviewer()).strip()
     if not reviewer:
         raise ReviewError("--reviewer must not be blank.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +85,18 @@ class LedgerPolicy(BaseModel):
         "sqlite:///{work_dir}/ledger.sqlite",
         description="SQLAlchemy database URL; '{work_dir}' is replaced by the work directory.",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _placeholders(cls, url: str) -> str:
+        return _only_work_dir_placeholder(url)
+
+
+def _only_work_dir_placeholder(url: str) -> str:
+    unknown = sorted(set(re.findall(r"\{([^{}]*)\}", url)) - {"work_dir"})
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}} in the ledger URL; only {{work_dir}} is replaced")
+    return url
 
 
 class Policy(BaseModel):

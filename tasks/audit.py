@@ -503,12 +503,14 @@ def audit_bytes(
     evidence["credential"] = cred
     cred_key = _credential_asset(cred, index) if cred else None
 
-    method = ctx.policy.watermark.method.value
-    alg = (cred or {}).get("soft_binding_alg") or ""
     from tasks.finalize import WATERMARK_ALG_PREFIX
 
-    if alg.startswith(WATERMARK_ALG_PREFIX):
-        method = alg[len(WATERMARK_ALG_PREFIX) :]
+    # Only a trusted credential may pick the decoder; anything else could steer it away from our mark.
+    methods = [ctx.policy.watermark.method.value]
+    alg = (cred or {}).get("soft_binding_alg") or ""
+    if (cred or {}).get("state") == "Trusted" and alg.startswith(WATERMARK_ALG_PREFIX):
+        methods.insert(0, alg[len(WATERMARK_ALG_PREFIX) :])
+    methods += [m.value for m in watermark.WatermarkMethod if m.value not in methods and m.value != "rivaGan"]
     hints: list[tuple[int, int] | None] = [(cred or {}).get("size")]
     if sidecar is not None:
         hints.append(_size_of((sidecar.get("generation") or {}).get("size")))
@@ -518,8 +520,13 @@ def audit_bytes(
             hints.append((candidate.width, candidate.height))
     sizes = rescale_sizes(image.size, ctx, hints)
     decoded_key: int | None = None
-    try:
-        decoded = watermark.decode_for_audit(image.convert("RGB"), method, sizes)
+    rgb = image.convert("RGB")
+    for method in methods:
+        try:
+            decoded = watermark.decode_for_audit(rgb, method, sizes)
+        except (WatermarkError, ValueError, OSError) as exc:
+            evidence["watermark"] = {"method": method, "key": None, "error": str(exc)}
+            continue
         decoded_key = decoded.key
         evidence["watermark"] = {
             "method": method,
@@ -527,9 +534,10 @@ def audit_bytes(
             "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None,
             "attempt": decoded.attempt,
             "sizes_tried": [f"{w}x{h}" for w, h in sizes],
+            "methods_tried": methods[: methods.index(method) + 1],
         }
-    except (WatermarkError, ValueError, OSError) as exc:
-        evidence["watermark"] = {"method": method, "key": None, "error": str(exc)}
+        if decoded_key is not None:
+            break
     wm_found = index.get(decoded_key)
     if decoded_key is not None and wm_found is None:
         evidence["watermark"]["ledger"] = f"key {decoded_key} resolves to no record in this ledger"
@@ -808,14 +816,3 @@ def _jpeg_store(data: bytes) -> bytes | None:
         header = 16 if struct.unpack(">I", first[:4])[0] == 1 else 8  # continuation segments repeat the box header
         return first + b"".join(part[header:] for _, part in parts[1:])
     return None
-
-
-def manifest_label_of_store(store: bytes) -> str | None:
-    """The active manifest label of standalone manifest store bytes, read by c2pa itself (None when unreadable)."""
-    import c2pa
-
-    try:
-        with c2pa.Reader("application/c2pa", io.BytesIO(store)) as reader:
-            return json.loads(reader.json()).get("active_manifest")
-    except Exception:  # noqa: BLE001 - bytes c2pa cannot read are simply not a manifest store
-        return None

@@ -1,12 +1,11 @@
 """Finalization, in the contract order of DESIGN.md: watermark -> verify -> encode -> sign -> validate -> record.
 
-The per-asset work is a pure function of picklable inputs so that it runs in worker processes; the ledger is
-written by the caller, once per batch, in one transaction.
+The per-asset work is a pure function of picklable inputs so that it runs in worker processes; the caller records
+each outcome in the ledger, one transaction per asset, as it completes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -105,6 +104,8 @@ def finalize_one(job: FinalizeJob) -> FinalizedAsset:
         return FinalizedAsset(
             candidate_id=job.candidate_id, ok=False, reason=f"cannot read or write image files: {exc}"
         )
+    except Exception as exc:  # noqa: BLE001 - one asset's unexpected failure must not abort the others
+        return FinalizedAsset(candidate_id=job.candidate_id, ok=False, reason=f"{type(exc).__name__}: {exc}")
 
 
 def _finalize(job: FinalizeJob) -> FinalizedAsset:
@@ -161,14 +162,7 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
     signed, report, sha256 = provenance.sign_and_validate(
         encoded, mime, definition, signer, require_trusted=job.finalize.require_trusted
     )
-    write_atomic(Path(job.final_path), signed)
-    if hashlib.sha256(Path(job.final_path).read_bytes()).hexdigest() != sha256:
-        Path(job.final_path).unlink(missing_ok=True)
-        return FinalizedAsset(
-            candidate_id=job.candidate_id,
-            ok=False,
-            reason="final file on disk differs from the signed bytes (disk error?)",
-        )
+    write_atomic(Path(job.final_path), signed, durable=True)
     return FinalizedAsset(
         candidate_id=job.candidate_id,
         ok=True,

@@ -491,7 +491,7 @@ class Ledger:
                 self._move(session, row, target, now, {"reasons": verdict.get("reasons", [])})
                 row.safety = verdict
 
-    def record_job_screening(self, run_id: str, job_key: str, verdict: dict[str, Any]) -> None:
+    def record_job_screening(self, run_id: str, job_key: str, verdict: dict[str, Any] | None) -> None:
         """Store a job's prompt-screening verdict."""
         with self.transaction() as session:
             job = session.get(JobRow, (run_id, job_key))
@@ -533,7 +533,8 @@ class Ledger:
             current = CandidateState(row.state)
             target = CandidateState.APPROVED if decision == "approve" else CandidateState.REJECTED
             override = None
-            if target == CandidateState.APPROVED and current == CandidateState.SCREENED_FLAGGED:
+            # Judged on the safety verdict, not the state: rejecting first must not clear a flag.
+            if target == CandidateState.APPROVED and (row.safety or {}).get("flagged"):
                 if not allow_override:
                     raise ReviewError(
                         f"candidate {candidate_id} was flagged by safety screening and the policy does not allow "
@@ -631,6 +632,21 @@ class Ledger:
                 asset = session.scalars(
                     select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == outcome.candidate_id)
                 ).one()
+                if row.state not in (CandidateState.APPROVED, CandidateState.FINALIZE_FAILED):
+                    # A reviewer changed their mind while the asset was being signed: drop the signed file.
+                    if outcome.final_path:
+                        Path(outcome.final_path).unlink(missing_ok=True)
+                    session.add(
+                        HistoryRow(
+                            run_id=run_id,
+                            candidate_id=row.candidate_id,
+                            from_state=row.state,
+                            to_state=row.state,
+                            at=now,
+                            detail={"finalize_discarded": f"candidate became {row.state} meanwhile"},
+                        )
+                    )
+                    continue
                 if not outcome.ok:
                     self._move(session, row, CandidateState.FINALIZE_FAILED, now, {"reason": outcome.reason})
                     row.error = outcome.reason

@@ -677,19 +677,21 @@ class S3Target:
 
         return self._call("inspect", key, head)
 
-    def _existing_sha256(self, head: dict[str, Any], data: bytes | None) -> str | None:
-        stored = (head.get("Metadata") or {}).get(SHA256_METADATA_KEY)
-        if stored:
-            return stored.lower()
+    def _existing_sha256(self, head: dict[str, Any], data: bytes | None, key: str) -> str | None:
+        """The existing object's sha256: the store's own checksum, else a hash of its bytes (never user metadata,
+        which any writer can set)."""
         checksum = head.get("ChecksumSHA256")
         if checksum and "-" not in checksum:
             return _b64_to_hex(checksum)
-        return None
+        if not (head.get("Metadata") or {}).get(SHA256_METADATA_KEY):
+            return None  # not written by AssetMint; the ETag/MD5 comparison decides
+        body = self._call("read back", key, lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        return hashlib.sha256(body).hexdigest()
 
     def _receipt_for_existing(
         self, key: str, head: dict[str, Any], sha256: str, data: bytes | None, item: PublishItem
     ) -> PublishReceipt:
-        existing = self._existing_sha256(head, data)
+        existing = self._existing_sha256(head, data, key)
         etag = head.get("ETag")
         if existing is None and data is not None and etag and _plain_md5_etag(etag):
             # No sha256 recorded (written by something else): equal MD5 and length still prove equal bytes enough
@@ -826,7 +828,7 @@ class S3Target:
                 )
             upload_id = ""
             head = self._head(key)
-            if head is None or head.get("ETag") != expected_etag or self._existing_sha256(head, None) != sha256:
+            if head is None or head.get("ETag") != expected_etag or self._existing_sha256(head, None, key) != sha256:
                 raise PublishConflictError(
                     f"s3://{self.bucket}/{key}: after completing our multipart upload the object is not ours (ETag "
                     f"{head.get('ETag') if head else None}, expected {expected_etag}); another writer raced on this "

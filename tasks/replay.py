@@ -40,9 +40,14 @@ def replay_candidate(
     runtime = choose_runtime(device, dtype)
     loaded = load_pipeline(source, runtime)
     spec = CandidateSpec.from_record(row)
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):
+        raise LedgerError(f"--out {out} must be a file path in an existing folder.")
     image = run_pipeline(loaded, [spec])[0]
     if out is not None:
-        save_png_atomic(image, out)
+        try:
+            save_png_atomic(image, out)
+        except OSError as exc:
+            raise LedgerError(f"cannot write the replayed image to {out}: {exc.strerror or exc}.") from None
     return ReplayResult(
         candidate_id=row.candidate_id,
         run_id=row.run_id,

@@ -163,6 +163,11 @@ def _job_label(job: Any) -> str:
     return f"{job.prompt_id} [{job.variant}]" if job.variant else job.prompt_id
 
 
+def blocked_job_keys(ledger: Ledger, run_id: str) -> frozenset[str]:
+    """Jobs whose prompt the latest screening blocked: none of their candidates is generated, selected or signed."""
+    return frozenset(job.job_key for job in ledger.jobs(run_id) if (job.screening or {}).get("blocked"))
+
+
 def blocked_jobs(prompt_verdicts: dict[str, dict[str, Any]]) -> frozenset[str]:
     """Job keys whose prompt screening blocked them."""
     return frozenset(key for key, verdict in prompt_verdicts.items() if verdict["blocked"])
@@ -201,14 +206,20 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
         jobs=jobs,
         candidates=candidates,
     )
-    for job_key, verdict in prompt_verdicts.items():
-        ledger.record_job_screening(ctx.run_id, job_key, verdict)
+    for job in ctx.plan.jobs:  # this attempt's verdicts replace earlier ones (None: screening off)
+        ledger.record_job_screening(ctx.run_id, job.job_key, prompt_verdicts.get(job.job_key))
     return resumed
 
 
 def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     """Candidates still to generate, in chunks of the policy's chunk size (job order kept, so batches fill)."""
-    rows = ledger_for(ctx.ledger_url).candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
+    ledger = ledger_for(ctx.ledger_url)
+    blocked = blocked_job_keys(ledger, ctx.run_id)
+    rows = [
+        r
+        for r in ledger.candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
+        if r.job_key not in blocked
+    ]
     order = {job.job_key: i for i, job in enumerate(ctx.plan.jobs)}
     rows.sort(key=lambda r: (order.get(r.job_key, len(order)), r.seed))
     specs = [CandidateSpec.from_record(r) for r in rows]
@@ -335,24 +346,33 @@ def screen_images_stage(ctx: RunContext) -> int:
 def select_top(ctx: RunContext) -> int:
     """Rank each job's scored candidates and select the top k above the policy minimum; returns selected count."""
     ledger = ledger_for(ctx.ledger_url)
-    finalizing = {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
+    # Approved and later candidates keep their place and their slot: their rank may already be signed.
+    decided = {
+        CandidateState.APPROVED,
+        CandidateState.FINALIZED,
+        CandidateState.FINALIZE_FAILED,
+        CandidateState.PUBLISHED,
+    }
     flagged = CandidateState.SCREENED_FLAGGED
     rankable = [
         CandidateState.SCREENED_PASSED,
         flagged,
         CandidateState.SELECTED,
         CandidateState.NOT_SELECTED,
-        *finalizing,
+        *decided,
     ]
     rows = ledger.candidates(ctx.run_id, rankable)
     cap = ctx.policy.scoring.top_k
+    blocked = blocked_job_keys(ledger, ctx.run_id)
     selected = 0
     for job in ctx.plan.jobs:
+        if job.job_key in blocked:
+            continue
         scores = [(r.candidate_id, float(r.clip_score or 0.0)) for r in rows if r.job_key == job.job_key]
         if not scores:
             continue
         keep = min(job.keep_top_k, cap) if cap else job.keep_top_k
-        locked = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state in finalizing)
+        locked = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state in decided)
         ineligible = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state == flagged)
         selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked, ineligible)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
@@ -438,7 +458,15 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
     ledger = ledger_for(ledger_url)
     run = ledger.run(run_id)
     rows = ledger.candidates(run_id, [CandidateState.APPROVED, CandidateState.FINALIZE_FAILED])
-    rows = [r for r in rows if (r.review or {}).get("decision") == "approved"]
+    blocked = blocked_job_keys(ledger, run_id)
+    rows = [
+        r
+        for r in rows
+        if (r.review or {}).get("decision") == "approved"
+        and r.job_key not in blocked
+        # A flagged candidate is signed only with a recorded override (Ledger.decide enforces how one is made).
+        and (not (r.safety or {}).get("flagged") or (r.review or {}).get("override"))
+    ]
     if not rows:
         return []
     unscreened = [r.candidate_id for r in rows if not r.safety]

@@ -169,3 +169,26 @@ def test_flagged_candidates_need_an_allowed_override_with_a_reason(tmp_path: Pat
     row = ledger.decide("r1", "cand001", "approve", "dana", override_reason="approved by legal", allow_override=True)
     assert row.state == "approved" and row.review["override"]["reason"] == "approved by legal"
     assert row.review["override"]["flags"] == ["nsfw 0.9 >= 0.5"]
+
+
+def test_rejecting_a_flagged_candidate_does_not_clear_its_flag(tmp_path: Path) -> None:
+    ledger = _screened(tmp_path, flagged=True)
+    ledger.decide("r1", "cand001", "reject", "dana")
+    with pytest.raises(ReviewError, match="does not allow overrides"):
+        ledger.decide("r1", "cand001", "approve", "dana")
+    assert ledger.find_candidates("cand001")[0].state == "rejected"
+
+
+def test_a_rejection_during_finalize_discards_the_signed_file(tmp_path: Path) -> None:
+    from tasks.ledger import FinalizedAsset
+
+    ledger = _screened(tmp_path, flagged=False)
+    ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})
+    ledger.decide("r1", "cand001", "approve", "dana")
+    ledger.assign_asset_keys("r1", ["cand001"], 100)
+    ledger.decide("r1", "cand001", "reject", "lee", comment="changed my mind")
+    signed = tmp_path / "final.png"
+    signed.write_bytes(b"signed")
+    ledger.record_finalized("r1", [FinalizedAsset("cand001", ok=True, final_path=str(signed), final_sha256="0" * 64)])
+    assert ledger.find_candidates("cand001")[0].state == "rejected" and not signed.exists()
+    assert "finalize_discarded" in ledger.history("r1", "cand001")[-1].detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -351,6 +352,10 @@ class FakeS3:
             raise client_error("404", 404, "HeadObject")
         return {"ETag": obj["ETag"], "Metadata": obj["Metadata"], "ContentLength": len(obj["Body"])}
 
+    def get_object(self, **kw: Any) -> dict[str, Any]:
+        self.calls.append("get_object")
+        return {"Body": io.BytesIO(self.objects[kw["Key"]]["Body"])}
+
 
 def s3_target(fake: FakeS3, **policy: Any) -> tuple[S3Target, list[float]]:
     sleeps: list[float] = []
@@ -430,3 +435,15 @@ def test_s3_refuses_bytes_that_are_not_the_signed_ones(tmp_path: Path) -> None:
     with pytest.raises(PublishTargetError, match="changed after signing"):
         target.publish(item)
     assert fake.calls == []
+
+
+def test_s3_metadata_claiming_our_digest_does_not_make_other_bytes_ours(tmp_path: Path) -> None:
+    item = make_item(tmp_path)
+    fake = FakeS3()
+    target, _ = s3_target(fake)
+    key = render_key(PublishPolicy().key_template, item, "pre")
+    # Someone else's bytes under our key, with user metadata that copies our sha256.
+    fake.objects[key] = {"Body": b"other bytes", "Metadata": {"sha256": item.sha256}, "ETag": '"x"'}
+    with pytest.raises(PublishConflictError):
+        target.publish(item)
+    assert fake.objects[key]["Body"] == b"other bytes"

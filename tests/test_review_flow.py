@@ -31,9 +31,48 @@ def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixtu
     ledger.decide(run.run_id, second.candidate_id, "reject", "dana@example.com", comment="off brand")
 
     assert main(["finalize", run.run_id, "--policy", str(policy)]) == 0
-    assert "1 finalized assets" in capsys.readouterr().out
+    assert "1 finalized assets (published ones included)" in capsys.readouterr().out
     assert ledger.state_counts(run.run_id) == {"finalized": 1, "rejected": 1, "not_selected": 1}
     final = Path(str(ledger.assets(run.run_id)[0].final_path))
     assert main(["verify", "--json", "--policy", str(policy), str(final)]) == 0
     review = json.loads(capsys.readouterr().out)[0]["credential"]["generation_assertion"]["review"]
     assert review["by"] == "dana@example.com" and review["comment"] == "hero shot" and review["mode"] == "manual"
+
+
+def test_finalize_refuses_to_run_beside_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tasks.workdir import run_lock
+
+    policy = write(tmp_path / "p.yaml", "review:\n  mode: manual\n")
+    assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
+    run_id = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite").runs()[0].run_id
+    capsys.readouterr()
+    with run_lock(tmp_path / "work", run_id):
+        assert main(["finalize", run_id, "--policy", str(policy)]) == 2
+        assert main(["publish", run_id, "--policy", str(policy)]) == 2
+    assert capsys.readouterr().err.count(f"error: run {run_id} is already running") == 2
+
+
+def test_rerunning_after_publish_keeps_top_k_and_blocked_prompts_stay_unsigned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = write(
+        tmp_path / "m.yaml",
+        MANIFEST.replace(
+            "prompts: [{prompt: a glass vase with tulips}]",
+            "prompts: [{prompt: a glass vase with tulips}, {prompt: a red sneaker}]",
+        ),
+    )
+    open_policy = write(
+        tmp_path / "open.yaml", "publish:\n  auto_publish: true\nsafety:\n  prompts:\n    enabled: false\n"
+    )
+    assert main(["run", str(manifest), "--policy", str(open_policy)]) == 0
+    ledger = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
+    run_id = ledger.runs()[0].run_id
+    assert ledger.state_counts(run_id) == {"published": 4, "not_selected": 2}
+    # The same manifest again, now under a policy that blocks one prompt and adds nothing else.
+    strict = write(
+        tmp_path / "strict.yaml", "publish:\n  auto_publish: true\nsafety:\n  prompts:\n    blocklist: [sneaker]\n"
+    )
+    assert main(["run", str(manifest), "--policy", str(strict)]) == 0
+    assert "blocked, nothing generated" in capsys.readouterr().out
+    assert ledger.state_counts(run_id) == {"published": 4, "not_selected": 2}  # nothing new selected or signed

@@ -343,7 +343,9 @@ def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_f
         comment = _text(fields, "comment") or BULK_COMMENT
 
         def work() -> tuple[list[str], list[str]]:
-            picks = sheet.top_k_picks(ledger.jobs(run_id), ledger.candidates(run_id), policy.scoring.top_k)
+            picks = sheet.top_k_picks(
+                ledger.jobs(run_id), ledger.candidates(run_id), policy.scoring.top_k, policy.scoring.min_score
+            )
             approved: list[str] = []
             errors: list[str] = []
             for row in picks:

@@ -89,8 +89,10 @@ def safety_results(row: CandidateRow) -> list[dict[str, Any]]:
     return [dict(result) for result in (row.safety or {}).get("results", [])]
 
 
-def top_k_picks(jobs: Sequence[JobRow], rows: Sequence[CandidateRow], cap: int | None) -> list[CandidateRow]:
-    """Per job, the best `keep_top_k` candidates that are not flagged or rejected, which still wait for a decision.
+def top_k_picks(
+    jobs: Sequence[JobRow], rows: Sequence[CandidateRow], cap: int | None, min_score: float = 0.0
+) -> list[CandidateRow]:
+    """Per job, the best `keep_top_k` candidates at or above `min_score`, not flagged or rejected, still undecided.
 
     Candidates already approved count toward k; a reviewer's rejection is never undone by the bulk action.
     """
@@ -100,7 +102,10 @@ def top_k_picks(jobs: Sequence[JobRow], rows: Sequence[CandidateRow], cap: int |
         eligible = [
             r
             for r in by_score(r for r in rows if r.job_key == job.job_key)
-            if r.clip_score is not None and not is_flagged(r) and (r.state in DECIDABLE or r.state in APPROVED)
+            if r.clip_score is not None
+            and r.clip_score >= min_score
+            and not is_flagged(r)
+            and (r.state in DECIDABLE or r.state in APPROVED)
         ]
         picks.extend(r for r in eligible[:keep] if r.state in DECIDABLE)
     return picks
