@@ -9,7 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.publish import publish_task
-from tasks import runs
+from tasks import delivery, runs
 from tasks.runs import RunContext, RunSummary
 from tasks.states import RunStatus
 from tasks.workdir import run_lock
@@ -22,8 +22,8 @@ score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
 select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
 screen_prompts_task = task(runs.screen_prompts_stage, name="screen-prompts", cache_policy=NO_CACHE)
 screen_images_task = task(runs.screen_images_stage, name="screen-images", cache_policy=NO_CACHE)
-approve_task = task(runs.approve_by_policy, name="review-by-policy", cache_policy=NO_CACHE)
-finalize_task = task(runs.finalize_selected, name="finalize", cache_policy=NO_CACHE)
+approve_task = task(delivery.approve_by_policy, name="review-by-policy", cache_policy=NO_CACHE)
+finalize_task = task(delivery.finalize_selected, name="finalize", cache_policy=NO_CACHE)
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)

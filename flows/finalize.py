@@ -8,10 +8,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from policies.model import Policy, load_policy
-from tasks import runs
+from tasks import delivery, runs
 from tasks.workdir import run_lock
 
-finalize_approved_task = task(runs.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
+finalize_approved_task = task(delivery.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
 
 
 def policy_for_run(run_id: str, policy_path: str | None) -> tuple[Policy, str]:

@@ -9,9 +9,9 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.finalize import policy_for_run
 from policies.model import Policy
-from tasks import runs
+from tasks import delivery
+from tasks.delivery import PublishOutcome
 from tasks.publish import PublishTargetError
-from tasks.runs import PublishOutcome
 from tasks.workdir import run_lock
 
 
@@ -30,7 +30,7 @@ def only_transient_failures(_task: Any, _task_run: Any, state: Any) -> bool:
 )
 def publish_task(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome:
     """Publish what is not yet published; raise a retryable error while transient failures remain."""
-    outcome = runs.publish_finalized(ledger_url, run_id, policy)
+    outcome = delivery.publish_finalized(ledger_url, run_id, policy)
     if outcome.transient:
         raise PublishTargetError(
             f"{len(outcome.transient)} assets could not be published yet: {'; '.join(outcome.transient)}",

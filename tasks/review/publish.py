@@ -66,7 +66,7 @@ _PROGRESS = _ThreadProgress()
 
 def _finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]:
     """Finalize the approved candidates, then publish what is finalized; returns every failure reason."""
-    from tasks.runs import finalize_approved, publish_finalized
+    from tasks.delivery import finalize_approved, publish_finalized
     from tasks.workdir import run_lock
 
     with run_lock(policy.resolved_work_dir(), run_id):  # never beside a batch run, finalize or publish of the run
