@@ -276,3 +276,29 @@ def test_an_access_error_is_that_objects_verdict(env: dict[str, Any]) -> None:
     results = [r for _, r in audit_items(items, make_context(policy, Ledger.open(policy.ledger_url())))]
     assert [r.verdict for r in results] == ["unreadable", "verified"]
     assert "AccessDenied" in results[0].reasons[0]
+
+
+def test_an_untrusted_credential_cannot_steer_the_watermark_decoder(env: dict[str, Any], tmp_path: Path) -> None:
+    from policies.signing import SigningPolicy
+    from tasks import provenance
+    from tasks.finalize import WATERMARK_ALG_PREFIX
+    from tasks.keys import init_dev_keys
+
+    a = _pngs(env)[0]
+    pixels = io.BytesIO()
+    Image.open(_published(env, a)).convert("RGB").save(pixels, "PNG")  # our credential stripped, our mark kept
+    other = init_dev_keys(tmp_path / "other-keys")
+    foreign = SigningPolicy(certificate_chain=str(other.chain), private_key=str(other.key))
+    # A foreign, untrusted credential whose soft binding names a decoder that cannot read our mark.
+    decoy = provenance.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDct", "dwtDct", "00" * 8, "1")
+    facts = provenance.AssetFacts(asset_id="someone-else", model_name="other", prompt="x", generation={})
+    with provenance.load_signer(foreign) as signer:
+        definition = provenance.build_manifest_definition(facts, foreign, decoy)
+        signed = provenance.sign_asset(pixels.getvalue(), "image/png", definition, signer)
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    (wild / "decoy.png").write_bytes(signed)
+    _, results = _audit(env, tmp_path, str(wild))
+    evidence = results["decoy.png"]["evidence"]
+    assert evidence["credential"]["state"] != "Trusted"
+    assert evidence["watermark"]["key"] == a.asset_key and evidence["watermark"]["method"] == "dwtDctSvd"
