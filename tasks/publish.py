@@ -21,10 +21,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
 import re
-import tempfile
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -36,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.publish import KEY_FIELDS, check_key_template
 from tasks.errors import AssetMintError
+from tasks.files import create_only
 
 if TYPE_CHECKING:
     from policies.publish import PublishPolicy
@@ -396,25 +395,14 @@ class LocalFolderTarget:
             ) from None
         if final.exists():
             return self._existing(final, key, sha256, item)
-        fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
         try:
-            os.fchmod(fd, 0o644)
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            try:
-                os.link(tmp, final)  # fails if the name exists: never replaces a published file
-            except FileExistsError:
-                return self._existing(final, key, sha256, item)
-            except OSError as exc:
-                raise PublishTargetError(
-                    f"cannot publish {key} into {self.describe()}: {exc.strerror or exc} (the folder must be on a "
-                    "file system with hard links)"
-                ) from None
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-        return False
+            created = create_only(final, data)  # never replaces a published file
+        except OSError as exc:
+            raise PublishTargetError(
+                f"cannot publish {key} into {self.describe()}: {exc.strerror or exc} (the folder must be on a "
+                "file system with hard links)"
+            ) from None
+        return False if created else self._existing(final, key, sha256, item)
 
     def _existing(self, final: Path, key: str, sha256: str, item: PublishItem) -> bool:
         existing = hashlib.sha256(final.read_bytes()).hexdigest()
@@ -646,17 +634,7 @@ class S3Target:
                     f"s3://{self.bucket}/{key}: the store's ETag {etag} is not the MD5 {md5_hex} of what we sent; "
                     "the object is suspect, inspect it before anything else"
                 )
-            return PublishReceipt(
-                target=self.uri,
-                bucket=self.bucket,
-                key=key,
-                version_id=response.get("VersionId"),
-                etag=etag,
-                checksum_sha256=returned,
-                published_at=_now(),
-                already_published=False,
-                sidecar_key=None,
-            )
+            return self._receipt(key, response.get("VersionId"), etag, returned, _now(), already_published=False)
         raise PublishTargetError(
             f"upload s3://{self.bucket}/{key}: concurrent writes kept conflicting after {self.policy.max_attempts} "
             "tries; try again",
@@ -706,17 +684,9 @@ class S3Target:
                 f"asset {item.asset_id} has {sha256}); published objects are never overwritten: change the key "
                 "template or remove the object deliberately"
             )
-        return PublishReceipt(
-            target=self.uri,
-            bucket=self.bucket,
-            key=key,
-            version_id=head.get("VersionId"),
-            etag=etag,
-            checksum_sha256=head.get("ChecksumSHA256"),
-            published_at=head.get("LastModified") or _now(),
-            already_published=True,
-            sidecar_key=None,
-        )
+        published_at = head.get("LastModified") or _now()
+        checksum = head.get("ChecksumSHA256")
+        return self._receipt(key, head.get("VersionId"), etag, checksum, published_at, already_published=True)
 
     def _parts(self, item: PublishItem) -> Iterator[bytes]:
         chunk = self.policy.multipart_chunk_mb * MIB
@@ -841,20 +811,33 @@ class S3Target:
                 key,
                 lambda: self.client.put_object_tagging(Bucket=self.bucket, Key=key, Tagging={"TagSet": tag_set}),
             )
-            return PublishReceipt(
-                target=self.uri,
-                bucket=self.bucket,
-                key=key,
-                version_id=response.get("VersionId") or head.get("VersionId"),
-                etag=head.get("ETag"),
-                checksum_sha256=response.get("ChecksumSHA256") or None,
-                published_at=_now(),
-                already_published=False,
-                sidecar_key=None,
-            )
+            version = response.get("VersionId") or head.get("VersionId")
+            checksum = response.get("ChecksumSHA256") or None
+            return self._receipt(key, version, head.get("ETag"), checksum, _now(), already_published=False)
         finally:
             if upload_id:
                 self._abort(key, upload_id)
+
+    def _receipt(
+        self,
+        key: str,
+        version_id: str | None,
+        etag: str | None,
+        checksum: str | None,
+        published_at: datetime,
+        already_published: bool,
+    ) -> PublishReceipt:
+        return PublishReceipt(
+            target=self.uri,
+            bucket=self.bucket,
+            key=key,
+            version_id=version_id,
+            etag=etag,
+            checksum_sha256=checksum,
+            published_at=published_at,
+            already_published=already_published,
+            sidecar_key=None,
+        )
 
     def _abort(self, key: str, upload_id: str) -> None:
         try:
