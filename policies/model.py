@@ -18,7 +18,7 @@ from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
 from tasks.errors import PolicyError
-from tasks.yamlfile import load_yaml, validate_yaml
+from tasks.yamlfile import json_schema, load_yaml, validate_yaml
 
 DEFAULT_POLICY_NAME = "default.yaml"
 
@@ -168,7 +168,4 @@ def _with_paths_relative_to(policy: Policy, folder: Path) -> Policy:
 
 def policy_json_schema() -> dict[str, Any]:
     """The JSON Schema of the policy format."""
-    schema = Policy.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://assetmint.dev/schemas/policy.json"
-    return schema
+    return json_schema(Policy, "policy")

@@ -225,6 +225,11 @@ class CandidateScore:
     dim: int
 
 
+def sqlite_url(path: Path) -> str:
+    """The SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{Path(path).resolve().as_posix()}"
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -264,6 +269,11 @@ class Ledger:
         except (OperationalError, SQLAlchemyError, ModuleNotFoundError) as exc:
             raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}.") from None
         return cls(engine, clock)
+
+    @classmethod
+    def open_file(cls, path: Path, clock: Clock | None = None) -> Ledger:
+        """Open (or create) a SQLite ledger file."""
+        return cls.open(sqlite_url(path), clock)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -629,9 +639,7 @@ class Ledger:
         with self.transaction() as session:
             for outcome in outcomes:
                 row = self._candidate(session, run_id, outcome.candidate_id)
-                asset = session.scalars(
-                    select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == outcome.candidate_id)
-                ).one()
+                asset = self._asset(session, run_id, outcome.candidate_id)
                 if row.state not in (CandidateState.APPROVED, CandidateState.FINALIZE_FAILED):
                     # A reviewer changed their mind while the asset was being signed: drop the signed file.
                     if outcome.final_path:
@@ -683,9 +691,7 @@ class Ledger:
         now = self.clock.now()
         with self.transaction() as session:
             row = self._candidate(session, run_id, candidate_id)
-            asset = session.scalars(
-                select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == candidate_id)
-            ).one()
+            asset = self._asset(session, run_id, candidate_id)
             self._move(session, row, CandidateState.PUBLISHED, now, receipt)
             asset.published = receipt
             asset.published_at = now
@@ -698,6 +704,15 @@ class Ledger:
         if run is None:
             raise LedgerError(f"no run {run_id!r} in the ledger; `assetmint runs` lists the runs.")
         return run
+
+    @staticmethod
+    def _asset(session: Session, run_id: str, candidate_id: str) -> AssetRow:
+        asset = session.scalars(
+            select(AssetRow).where(AssetRow.run_id == run_id, AssetRow.candidate_id == candidate_id)
+        ).one_or_none()
+        if asset is None:
+            raise LedgerError(f"run {run_id} has no asset record for candidate {candidate_id}.")
+        return asset
 
     @staticmethod
     def _candidate(session: Session, run_id: str, candidate_id: str) -> CandidateRow:

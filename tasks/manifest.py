@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from tasks.errors import ManifestError
 from tasks.schedulers import get_scheduler_preset
-from tasks.yamlfile import load_yaml, validate_yaml
+from tasks.yamlfile import json_schema, load_yaml, validate_yaml
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 _ASPECT = re.compile(r"^(\d{1,3}):(\d{1,3})$")
@@ -375,7 +375,4 @@ def load_plan(path: Path) -> Plan:
 
 def manifest_json_schema() -> dict[str, Any]:
     """The JSON Schema of the manifest format."""
-    schema = Manifest.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://assetmint.dev/schemas/manifest.json"
-    return schema
+    return json_schema(Manifest, "manifest")

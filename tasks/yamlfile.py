@@ -122,3 +122,11 @@ def validate_yaml(loaded: LoadedYaml, model: type[ModelT], error: type[Exception
         count = len(problems)
         header = f"{what} {loaded.path} has {count} problem{'s' if count != 1 else ''}:"
         raise error("\n".join([header, *("  " + p for p in problems)])) from None
+
+
+def json_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a file format described by a pydantic model."""
+    schema = model.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://assetmint.dev/schemas/{name}.json"
+    return schema
