@@ -91,7 +91,7 @@ def main() -> None:
         os.environ.setdefault("ASSETMINT_CONFIG_DIR", str(root / "config"))
         os.environ["ASSETMINT_WORK_DIR"] = str(root / "work")
         policy = load_policy()
-        ledger = Ledger.open(f"sqlite:///{root}/ledger.sqlite")
+        ledger = Ledger.open_file(root / "ledger.sqlite")
         (root / "final").mkdir()
         began = time.perf_counter()
         with provenance.load_signer(policy.signing) as signer:

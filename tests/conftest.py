@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.ledger import Ledger
+
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,6 +29,11 @@ def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ASSETMINT_CACHE_DIR", str(model_cache))
     monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "work"))
+
+
+def work_ledger(root: Path) -> Ledger:
+    """The ledger a run under `root` writes (the default policy puts it in the work directory)."""
+    return Ledger.open_file(root / "work" / "ledger.sqlite")
 
 
 def write(path: Path, text: str) -> Path:

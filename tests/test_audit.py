@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import run_isolated, write
+from conftest import run_isolated, work_ledger, write
 from flows.cli import main
 from tasks.ledger import AssetRow, Ledger
 
@@ -36,7 +36,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Ite
     root = tmp_path_factory.mktemp("audit")
     policy = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
     env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)])
-    ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
+    ledger = work_ledger(root)
     assets = ledger.assets(ledger.runs()[0].run_id)
     assert [a.published is not None for a in assets] == [True, True, True]
     yield {"root": root, "policy": policy, "env": env, "assets": assets}
@@ -99,7 +99,7 @@ def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[
         assert result["evidence"]["watermark"]["payload"] == asset.payload_hex
     html = (tmp_path / "audit.html").read_text()
     assert html.count("data:image/jpeg;base64,") == 3 and "<svg" in html and "http" not in html.split("<svg")[0]
-    ledger = Ledger.open(f"sqlite:///{env['root']}/work/ledger.sqlite")
+    ledger = work_ledger(env["root"])
     recorded = ledger.audits(candidate_id=env["assets"][0].candidate_id)
     assert recorded and recorded[0].verdict == "verified" and recorded[0].evidence["sha256"]
 

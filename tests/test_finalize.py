@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import run_isolated, write
+from conftest import run_isolated, work_ledger, write
 from flows.cli import main
-from tasks.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: fin, name: Finalize}
@@ -36,7 +35,7 @@ prompts:
 def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Path]]:
     root = tmp_path_factory.mktemp("finalize")
     run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST))])
-    ledger = Ledger.open(f"sqlite:///{root}/work/ledger.sqlite")
+    ledger = work_ledger(root)
     run_id = ledger.runs()[0].run_id
     finals = {a.mime: Path(a.final_path) for a in ledger.assets(run_id) if a.final_path}
     yield {"root": root, **{mime.split("/")[1]: path for mime, path in finals.items()}}
@@ -52,7 +51,7 @@ def same_env(produced: dict[str, Path], model_cache: Path, monkeypatch: pytest.M
 
 def test_every_format_is_finalized_and_small_images_are_refused(same_env: dict[str, Path]) -> None:
     assert {"png", "jpeg", "webp"} <= set(same_env)
-    ledger = Ledger.open(f"sqlite:///{same_env['root']}/work/ledger.sqlite")
+    ledger = work_ledger(same_env["root"])
     run_id = ledger.runs()[0].run_id
     counts = ledger.state_counts(run_id)
     assert counts["finalized"] == 3 and counts["finalize_failed"] == 1

@@ -31,11 +31,19 @@ def _planned(candidate_id: str, seed: int) -> PlannedCandidate:
     )
 
 
-def _ledger(tmp_path: Path) -> Ledger:
-    ledger = Ledger.open(
-        f"sqlite:///{tmp_path}/ledger.sqlite", FixedClock(datetime(2026, 11, 1, tzinfo=UTC), timedelta(seconds=1))
-    )
-    ledger.start_run(
+JOB = {
+    "job_key": "job1",
+    "prompt_id": "p1",
+    "variant": "",
+    "prompt": "a cat",
+    "variables": {},
+    "keep_top_k": 1,
+    "output_format": "png",
+}
+
+
+def _start(ledger: Ledger, tmp_path: Path, jobs: list[dict[str, object]]) -> bool:
+    return ledger.start_run(
         run_id="r1",
         campaign_id="c",
         campaign_name="C",
@@ -43,19 +51,15 @@ def _ledger(tmp_path: Path) -> Ledger:
         manifest_sha256="0" * 64,
         policy={},
         run_dir=str(tmp_path),
+        jobs=jobs,
         candidates=[_planned("cand001", 1), _planned("cand002", 2)],
-        jobs=[
-            {
-                "job_key": "job1",
-                "prompt_id": "p1",
-                "variant": "",
-                "prompt": "a cat",
-                "variables": {},
-                "keep_top_k": 1,
-                "output_format": "png",
-            }
-        ],
     )
+
+
+def _ledger(tmp_path: Path) -> Ledger:
+    clock = FixedClock(datetime(2026, 11, 1, tzinfo=UTC), timedelta(seconds=1))
+    ledger = Ledger.open_file(tmp_path / "ledger.sqlite", clock)
+    _start(ledger, tmp_path, [JOB])
     return ledger
 
 
@@ -107,17 +111,7 @@ def test_restarting_a_run_keeps_rows_and_counts_attempts(tmp_path: Path) -> None
     ledger = _ledger(tmp_path)
     ledger.record_generated("r1", [_image("cand001")])
     ledger.finish_run("r1", RunStatus.INTERRUPTED)
-    resumed = ledger.start_run(
-        run_id="r1",
-        campaign_id="c",
-        campaign_name="C",
-        manifest_path="m.yaml",
-        manifest_sha256="0" * 64,
-        policy={},
-        run_dir=str(tmp_path),
-        jobs=[],
-        candidates=[_planned("cand001", 1), _planned("cand002", 2)],
-    )
+    resumed = _start(ledger, tmp_path, [])
     assert resumed
     run = ledger.run("r1")
     assert run.attempts == 2 and run.status == RunStatus.RUNNING
@@ -192,3 +186,11 @@ def test_a_rejection_during_finalize_discards_the_signed_file(tmp_path: Path) ->
     ledger.record_finalized("r1", [FinalizedAsset("cand001", ok=True, final_path=str(signed), final_sha256="0" * 64)])
     assert ledger.find_candidates("cand001")[0].state == "rejected" and not signed.exists()
     assert "finalize_discarded" in ledger.history("r1", "cand001")[-1].detail
+
+
+def test_unscreened_candidates_cannot_be_selected(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    ledger.record_generated("r1", [_image("cand001")])
+    ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0)])
+    with pytest.raises(LedgerError, match="cannot go from scored to selected"):
+        ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import work_ledger, write
 from flows.cli import main
-from tasks.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: pub, name: Publish}
@@ -23,14 +22,10 @@ prompts:
 """
 
 
-def _ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
-
-
 def test_auto_publish_to_the_local_folder_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy = write(tmp_path / "p.yaml", "publish:\n  auto_publish: true\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     assert ledger.state_counts(run_id) == {"published": 2, "not_selected": 2}
     for asset in ledger.assets(run_id):
@@ -51,10 +46,10 @@ def test_assets_without_a_watermark_are_never_published(tmp_path: Path, capsys: 
     policy = write(tmp_path / "p.yaml", "watermark:\n  enabled: false\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     assert "invisible watermarking is OFF" in capsys.readouterr().out
-    run_id = _ledger(tmp_path).runs()[0].run_id
+    run_id = work_ledger(tmp_path).runs()[0].run_id
     assert main(["publish", run_id, "--policy", str(policy)]) == 1
     assert "not published: " in capsys.readouterr().out
-    assert _ledger(tmp_path).state_counts(run_id)["finalized"] == 2
+    assert work_ledger(tmp_path).state_counts(run_id)["finalized"] == 2
 
 
 def test_bad_targets_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -76,13 +71,13 @@ def test_publish_to_real_s3_matches_the_ledger(tmp_path: Path, capsys: pytest.Ca
     prefix = f"flow-{uuid.uuid4().hex[:8]}"
     policy = write(tmp_path / "p.yaml", f"publish:\n  target: 's3://{S3_BUCKET}/{prefix}'\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
-    run_id = _ledger(tmp_path).runs()[0].run_id
+    run_id = work_ledger(tmp_path).runs()[0].run_id
     assert main(["publish", run_id, "--policy", str(policy)]) == 0
     assert "2 published, 0 not published" in capsys.readouterr().out
     s3 = boto3.client("s3")
     try:
         listed = {o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]}
-        for asset in _ledger(tmp_path).assets(run_id):
+        for asset in work_ledger(tmp_path).assets(run_id):
             key = asset.published["key"]
             assert {key, f"{key}.provenance.json"} <= listed
             body = s3.get_object(Bucket=S3_BUCKET, Key=key)
@@ -98,7 +93,7 @@ def test_publish_to_real_s3_matches_the_ledger(tmp_path: Path, capsys: pytest.Ca
 def test_missing_bucket_marks_nothing_published(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy = write(tmp_path / "p.yaml", "publish:\n  target: 's3://no-such-bucket-here/x'\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
-    run_id = _ledger(tmp_path).runs()[0].run_id
+    run_id = work_ledger(tmp_path).runs()[0].run_id
     assert main(["publish", run_id, "--policy", str(policy)]) == 1
     assert "no-such-bucket-here" in capsys.readouterr().out
-    assert "published" not in _ledger(tmp_path).state_counts(run_id)
+    assert "published" not in work_ledger(tmp_path).state_counts(run_id)

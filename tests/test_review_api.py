@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from conftest import REPO, write
 from flows.cli import main
 from policies.model import Policy, load_policy
-from tasks.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate
+from tasks.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
 from tasks.review.app import create_app
 from tasks.review.security import SECURITY_HEADERS
 
@@ -57,13 +57,13 @@ def produce_run(root: Path, model_cache: Path) -> dict[str, Any]:
             patch.setenv(name, value)
         assert main(["run", str(write(root / "manifest.yaml", MANIFEST)), "--policy", str(policy_path)]) == 0
     database = root / "work" / "ledger.sqlite"
-    run_id = Ledger.open(f"sqlite:///{database}").runs()[0].run_id
+    run_id = Ledger.open_file(database).runs()[0].run_id
     return {"root": root, "database": database, "run_id": run_id, "policy": load_policy(policy_path)}
 
 
 def add_flagged_run(database: Path, source_run: str, root: Path) -> None:
     """A second run in the same ledger whose one candidate safety screening flagged (real image, own run dir)."""
-    ledger = Ledger.open(f"sqlite:///{database}")
+    ledger = Ledger.open_file(database)
     source = ledger.candidates(source_run)[0]
     run_dir = root / "work" / "runs" / FLAGGED_RUN
     image = run_dir / "candidates" / f"{FLAGGED_ID}.png"
@@ -141,7 +141,7 @@ def ledger_url(produced: dict[str, Any], tmp_path: Path) -> str:
     finally:
         source.close()
         copy.close()
-    return f"sqlite:///{target}"
+    return sqlite_url(target)
 
 
 def make_client(ledger_url: str, policy: Policy, override: bool = False, reviewer: str = "alice") -> TestClient:

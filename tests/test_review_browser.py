@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_review_api import TOKEN, XSS_PROMPT, produce_run
 
-from tasks.ledger import Ledger
+from tasks.ledger import Ledger, sqlite_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -42,7 +42,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
 
     root = tmp_path_factory.mktemp("review-browser")
     made = produce_run(root, model_cache)
-    ledger_url = f"sqlite:///{made['database']}"
+    ledger_url = sqlite_url(made["database"])
     app = create_app(ledger_url, made["policy"], TOKEN, "erin")
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import work_ledger, write
 from flows.cli import main
-from tasks.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: rev, name: Review}
@@ -23,7 +22,7 @@ def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     out = capsys.readouterr().out
     assert "pending_review" in out and "2 selected candidates are pending review" in out
-    ledger = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
+    ledger = work_ledger(tmp_path)
     run = ledger.runs()[0]
     assert run.status == "pending_review" and ledger.assets(run.run_id) == []
     best, second = sorted(ledger.candidates(run.run_id, ["selected"]), key=lambda r: r.rank)
@@ -44,7 +43,7 @@ def test_finalize_refuses_to_run_beside_another_writer(tmp_path: Path, capsys: p
 
     policy = write(tmp_path / "p.yaml", "review:\n  mode: manual\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
-    run_id = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite").runs()[0].run_id
+    run_id = work_ledger(tmp_path).runs()[0].run_id
     capsys.readouterr()
     with run_lock(tmp_path / "work", run_id):
         assert main(["finalize", run_id, "--policy", str(policy)]) == 2
@@ -66,7 +65,7 @@ def test_rerunning_after_publish_keeps_top_k_and_blocked_prompts_stay_unsigned(
         tmp_path / "open.yaml", "publish:\n  auto_publish: true\nsafety:\n  prompts:\n    enabled: false\n"
     )
     assert main(["run", str(manifest), "--policy", str(open_policy)]) == 0
-    ledger = Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     assert ledger.state_counts(run_id) == {"published": 4, "not_selected": 2}
     # The same manifest again, now under a policy that blocks one prompt and adds nothing else.

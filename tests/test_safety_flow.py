@@ -8,10 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import write
+from conftest import work_ledger, write
 from flows.cli import main
-from tasks.errors import LedgerError
-from tasks.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: safe, name: Safety}
@@ -29,15 +27,11 @@ safety:
 """
 
 
-def _ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
-
-
 def test_blocked_prompt_generates_nothing_and_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST))]) == 0
     out = capsys.readouterr().out
     assert "prompt bad blocked, nothing generated: blocked: blocklist term 'nude'" in out
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     rows = ledger.candidates(run_id)
     assert {r.prompt for r in rows} == {"a ceramic mug on a wooden desk"}
@@ -52,7 +46,7 @@ def test_flagged_candidates_are_kept_ranked_and_never_selected(tmp_path: Path) -
     policy = write(tmp_path / "p.yaml", FLAG_EVERYTHING)
     manifest = write(tmp_path / "m.yaml", MANIFEST.replace("a n.u.d.e model on a beach", "a teapot"))
     assert main(["run", str(manifest), "--policy", str(policy)]) == 0
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     rows = ledger.candidates(run_id)
     assert {r.state for r in rows} == {"screened_flagged"}
@@ -61,25 +55,12 @@ def test_flagged_candidates_are_kept_ranked_and_never_selected(tmp_path: Path) -
     assert ledger.assets(run_id) == [] and not (Path(ledger.run(run_id).run_dir) / "final").exists()
 
 
-def test_unscreened_candidates_cannot_be_selected(tmp_path: Path) -> None:
-    from test_ledger import _image
-    from test_ledger import _ledger as make_ledger
-
-    ledger = make_ledger(tmp_path)
-    ledger.record_generated("r1", [_image("cand001")])
-    from tasks.ledger import CandidateScore
-
-    ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0)])
-    with pytest.raises(LedgerError, match="cannot go from scored to selected"):
-        ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})
-
-
 def test_turning_a_filter_off_is_loud_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     policy = write(tmp_path / "p.yaml", "safety:\n  nsfw:\n    enabled: false\n")
     manifest = write(tmp_path / "m.yaml", MANIFEST.replace("a n.u.d.e model on a beach", "a teapot"))
     assert main(["run", str(manifest), "--policy", str(policy)]) == 0
     assert "safety filter nsfw is OFF in the policy" in capsys.readouterr().out
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run = ledger.runs()[0]
     assert any("nsfw is OFF" in w for w in run.summary["warnings"])
     finalized = ledger.candidates(run.run_id, ["finalized"])
