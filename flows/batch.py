@@ -79,11 +79,11 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
             get_run_logger().warning(notice)
         generated = 0
         try:
+            warnings = notices + warnings_task(ctx, runs.pending_job_keys(ctx))
             chunks = runs.pending_chunks(ctx)
             total = sum(len(chunk) for chunk in chunks)
             for chunk in chunks:
                 generated += generate_task(ctx, chunk, generated, total)
-            warnings = notices + warnings_task(ctx)
             score_task(ctx)
             screen_images_task(ctx)
             select_task(ctx)

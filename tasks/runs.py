@@ -109,11 +109,12 @@ def check_signer(policy: Policy) -> None:
 def planned_candidates(ctx: RunContext, blocked: frozenset[str] = frozenset()) -> list[PlannedCandidate]:
     """Every candidate of the plan with its deterministic id, except those of jobs whose prompt was blocked."""
     planned: list[PlannedCandidate] = []
+    kinds = {ref: pipeline_kind(source) for ref, source in ctx.models.items()}
     for job in ctx.plan.jobs:
         if job.job_key in blocked:
             continue
         source = ctx.models[job.model]
-        kind = pipeline_kind(source)
+        kind = kinds[job.model]
         for seed in job.seeds:
             params = dict(
                 prompt=job.prompt,
@@ -210,6 +211,13 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
     return resumed
 
 
+def pending_job_keys(ctx: RunContext) -> frozenset[str]:
+    """Jobs that still have candidates to generate (blocked jobs excluded)."""
+    ledger = ledger_for(ctx.ledger_url)
+    pending = ledger.candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
+    return frozenset(r.job_key for r in pending) - blocked_job_keys(ledger, ctx.run_id)
+
+
 def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     """Candidates still to generate, in chunks of the policy's chunk size (job order kept, so batches fill)."""
     ledger = ledger_for(ctx.ledger_url)
@@ -254,31 +262,37 @@ def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before:
     return produced
 
 
-def record_prompt_warnings(ctx: RunContext) -> list[str]:
-    """Record, per job, prompts the text encoders will truncate; returns the warnings."""
+def record_prompt_warnings(ctx: RunContext, job_keys: frozenset[str]) -> list[str]:
+    """Record which of these jobs' prompts the text encoders truncate; returns every job warning of the run.
+
+    Only jobs with work still to do are checked, so a rerun with nothing left loads no model for this.
+    """
     ledger = ledger_for(ctx.ledger_url)
-    runtime = _runtime(ctx)
-    scorer = load_scorer(ctx.policy.scoring.clip_model, runtime.device)
-    warnings: list[str] = []
-    for job in ctx.plan.jobs:
-        dropped = token_overflow(scorer, job.prompt)
-        loaded = load_pipeline(ctx.models[job.model], runtime)
-        dropped_gen = prompt_token_overflow(loaded, job.prompt)
-        for who, count in (("CLIP scorer", dropped), ("generator text encoder", dropped_gen)):
-            if count:
-                message = f"prompt {_job_label(job)} is {count} tokens too long for the {who}; the end is ignored"
-                ledger.add_job_warning(ctx.run_id, job.job_key, message)
-                warnings.append(message)
-    return warnings
+    jobs = [job for job in ctx.plan.jobs if job.job_key in job_keys]
+    if jobs:
+        runtime = _runtime(ctx)
+        scorer = load_scorer(ctx.policy.scoring.clip_model, runtime.device)
+        for job in jobs:
+            loaded = load_pipeline(ctx.models[job.model], runtime)
+            overflows = (
+                ("CLIP scorer", token_overflow(scorer, job.prompt)),
+                ("generator text encoder", prompt_token_overflow(loaded, job.prompt)),
+            )
+            for who, count in overflows:
+                if count:
+                    message = f"prompt {_job_label(job)} is {count} tokens too long for the {who}; the end is ignored"
+                    ledger.add_job_warning(ctx.run_id, job.job_key, message)
+    return [warning for job in ledger.jobs(ctx.run_id) for warning in job.warnings]
 
 
 def score_pending(ctx: RunContext) -> int:
     """CLIP-score every generated, unscored candidate; embeddings are stored for later stages."""
     ledger = ledger_for(ctx.ledger_url)
     scoring = ctx.policy.scoring
-    runtime = _runtime(ctx)
-    scorer = load_scorer(scoring.clip_model, runtime.device)
     rows = ledger.candidates(ctx.run_id, [CandidateState.GENERATED])
+    if not rows:
+        return 0
+    scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
     by_prompt: dict[str, list[Any]] = {}
     for row in rows:
         by_prompt.setdefault(row.prompt, []).append(row)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write
+from conftest import work_ledger, write
 from flows.cli import main
 from tasks import runs
 from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
@@ -46,10 +46,6 @@ def policy(tmp_path: Path) -> Path:
     return write(tmp_path / "policy.yaml", "generation:\n  chunk_size: 2\n  batch_size: 2\n")
 
 
-def _ledger(tmp_path: Path) -> Ledger:
-    return Ledger.open(f"sqlite:///{tmp_path}/work/ledger.sqlite")
-
-
 def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: Path, policy: Path) -> None:
     from prefect.client.orchestration import get_client
 
@@ -59,7 +55,7 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
     summary = batch_flow(manifest=str(manifest), policy=str(policy))
     assert summary.status == "completed" and summary.generated_now == 6
     assert summary.counts == {"finalized": 4, "not_selected": 2}
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     rows = ledger.candidates(summary.run_id)
     assert len(rows) == 6 and len({r.candidate_id for r in rows}) == 6
     for job_key in {r.job_key for r in rows}:
@@ -129,7 +125,7 @@ def test_interrupted_run_resumes_without_duplicates(
     monkeypatch.setattr(batch.generate_task, "fn", flaky)
     with pytest.raises(KeyboardInterrupt):
         batch.batch_flow(manifest=str(manifest), policy=str(policy))
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     assert ledger.run(run_id).status == "interrupted"
     assert ledger.state_counts(run_id) == {"generated": 2, "planned": 4}
@@ -154,7 +150,7 @@ def test_cli_run_show_and_replay(tmp_path: Path, policy: Path, capsys: pytest.Ca
     assert main(["run", str(manifest), "--policy", str(policy)]) == 0
     out = capsys.readouterr().out
     assert "completed" in out and "Best candidates per prompt" in out and "Ledger: sqlite:///" in out
-    ledger = _ledger(tmp_path)
+    ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     best = ledger.candidates(run_id)[0]
     assert main(["show", run_id, "--policy", str(policy)]) == 0
@@ -214,7 +210,7 @@ def test_second_run_of_the_same_manifest_is_refused(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err
     assert f"run {run_id} is already running" in err
     ledger_file = tmp_path / "work/ledger.sqlite"
-    assert not ledger_file.exists() or not Ledger.open(f"sqlite:///{ledger_file}").runs()
+    assert not ledger_file.exists() or not Ledger.open_file(ledger_file).runs()
 
 
 def test_unknown_models_fail_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -231,3 +227,20 @@ def test_unknown_models_fail_before_anything_runs(tmp_path: Path, capsys: pytest
     assert "valid tags: " in capsys.readouterr().err and not (tmp_path / "work/ledger.sqlite").exists()
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST.replace("tiny-sd", "huge-sd")))]) == 2
     assert "valid embedded models are: embedded:tiny-clip, embedded:tiny-sd" in capsys.readouterr().err
+
+
+def test_overlong_prompts_are_recorded_as_truncated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    long_prompt = "a lamp on a desk, " + ", ".join(f"detail number {i}" for i in range(40))
+    manifest = write(
+        tmp_path / "m.yaml",
+        MANIFEST.replace('"a {thing} on a table"', f'"{long_prompt}"')
+        .replace("    vars: {thing: [red cube, blue ball]}\n", "")
+        .replace("candidates: 3", "candidates: 1"),
+    )
+    for _attempt in range(2):  # the rerun has nothing to generate and still reports what was recorded
+        assert main(["run", str(manifest)]) == 0
+        out = capsys.readouterr().out.replace("\n", " ")
+        assert "tokens too long for the CLIP scorer; the end is ignored" in out
+        assert "tokens too long for the generator text encoder" in out
+    job = work_ledger(tmp_path).jobs(work_ledger(tmp_path).runs()[0].run_id)[0]
+    assert len(job.warnings) == 2
