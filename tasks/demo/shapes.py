@@ -266,3 +266,44 @@ def scenes(n: int, seed: int, split: Split = "all") -> Iterator[Scene]:
         if split == "all" or split_of(scene) == split:
             made += 1
             yield scene
+
+
+PERTURBATIONS: tuple[str, ...] = ("colour", "shape", "background", "relation", "binding")
+
+
+def perturbations(spec: CaptionSpec) -> tuple[str, ...]:
+    """The kinds of single changes that apply to ``spec`` (relation and binding need two objects)."""
+    return PERTURBATIONS if len(spec.objects) == 2 else PERTURBATIONS[:3]
+
+
+def perturb(spec: CaptionSpec, rng: np.random.Generator, kind: str | None = None) -> CaptionSpec:
+    """``spec`` with one thing changed: an object's colour or shape, the background, the relation, or colour binding.
+
+    The result is always a valid caption that the original image does not satisfy: colours stay distinct, the
+    relation flips to its opposite, and binding swaps the two objects' colours (only when their shapes differ).
+    """
+    kinds = perturbations(spec)
+    if kind is None:
+        kind = kinds[int(rng.integers(len(kinds)))]
+    if kind not in kinds:
+        raise ValueError(f"perturbation {kind!r} does not apply to {caption(spec)!r}; choose from {', '.join(kinds)}")
+    objs = list(spec.objects)
+    used = {o.colour for o in objs} | {spec.background}
+    free = [c for c in COLOURS if c not in used]
+    i = int(rng.integers(len(objs)))
+    if kind == "colour":
+        objs[i] = ObjectSpec(objs[i].shape, free[int(rng.integers(len(free)))])
+    elif kind == "shape":
+        others = [s for s in SHAPES if s != objs[i].shape]
+        objs[i] = ObjectSpec(others[int(rng.integers(len(others)))], objs[i].colour)
+    elif kind == "background":
+        return CaptionSpec(spec.objects, free[int(rng.integers(len(free)))], spec.relation)
+    elif kind == "relation":
+        assert spec.relation is not None
+        return CaptionSpec(spec.objects, spec.background, OPPOSITE[spec.relation])
+    else:  # binding
+        a, b = objs
+        if a.shape == b.shape:  # swapping colours of two equal shapes would describe the same picture
+            return perturb(spec, rng, "relation")
+        objs = [ObjectSpec(a.shape, b.colour), ObjectSpec(b.shape, a.colour)]
+    return CaptionSpec(tuple(objs), spec.background, spec.relation)
