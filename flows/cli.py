@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.audit import add_audit_commands
+from flows.models import add_models_commands
 from flows.review import add_review_command
 from tasks.errors import AssetMintError
 
@@ -475,15 +476,6 @@ def _print_keys(keys: Any, verb: str) -> None:
         print(f"  {name:>12}: {getattr(keys, name)}")
 
 
-def cmd_models_init(args: argparse.Namespace) -> int:
-    """Build the embedded default models into the user cache."""
-    from tasks.embedded import build_all
-
-    for name, path in build_all(force=args.force).items():
-        print(f"{name}: {path}")
-    return 0
-
-
 # --- plumbing ------------------------------------------------------------------------------------------------------
 
 
@@ -561,11 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_keys_init)
     p = keys_sub.add_parser("show", help="show the development keys")
     p.set_defaults(handler=cmd_keys_show)
-    models = sub.add_parser("models", help="manage the embedded default models")
-    models_sub = models.add_subparsers(dest="models_command", required=True, metavar="ACTION")
-    p = models_sub.add_parser("init", help="build the embedded default models into the user cache")
-    p.add_argument("--force", action="store_true", help="rebuild even if present")
-    p.set_defaults(handler=cmd_models_init)
+    add_models_commands(sub)
     add_review_command(sub, common)
     add_audit_commands(sub, common)
     return parser
