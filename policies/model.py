@@ -20,6 +20,7 @@ from policies.watermark import WatermarkPolicy
 from tasks.errors import PolicyError
 from tasks.yamlfile import json_schema, load_yaml, validate_yaml
 
+POLICY_ENV = "ASSETMINT_POLICY"
 DEFAULT_POLICY_NAME = "default.yaml"
 
 
@@ -29,8 +30,9 @@ class ScoringPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     clip_model: str = Field(
         "embedded:tiny-clip",
-        description="open_clip model: 'embedded:tiny-clip', 'NAME:PRETRAINED_TAG' (e.g. 'ViT-B-32:laion2b_s34b_b79k'), "
-        "or 'NAME:/path/to/checkpoint.pt'.",
+        description="open_clip model: 'embedded:shapes-clip' (trained demo CLIP), 'embedded:tiny-clip' (random, for "
+        "tests), 'NAME:PRETRAINED_TAG' (e.g. 'ViT-B-32:laion2b_s34b_b79k'), 'NAME:/path/to/checkpoint.pt', or "
+        "'local-dir:/path/to/open_clip/folder'.",
     )
     min_score: float = Field(
         0.0, ge=0, le=2.5, description="Minimum CLIPScore (2.5 * max(cosine, 0)) a candidate needs to be selected."
@@ -136,7 +138,10 @@ class Policy(BaseModel):
 
 
 def default_policy_path() -> Path:
-    """The packaged default policy file."""
+    """The policy used when none is given: $ASSETMINT_POLICY if set, else the packaged default."""
+    override = os.environ.get(POLICY_ENV, "").strip()
+    if override:
+        return Path(override).expanduser()
     return Path(str(resources.files("policies").joinpath(DEFAULT_POLICY_NAME)))
 
 

@@ -1,9 +1,13 @@
-"""Embedded default models, built offline on first use: a tiny Stable-Diffusion-shaped pipeline and a tiny open_clip.
+"""Embedded models, usable with no network: the trained demo pair shipped with the package, and two tiny random ones.
 
-Both are randomly initialised, so their pictures and scores mean nothing; what they give is the exact code path of
-a real model (``DiffusionPipeline.from_pretrained(folder)``, ``open_clip.create_model_and_transforms(name,
-pretrained=checkpoint)``) on a machine with no network and no GPU. The weights are a pure function of SEED and each
-parameter's name, drawn with an integer generator, so every machine builds the same bytes.
+``embedded:shapes-sd`` and ``embedded:shapes-clip`` are a text-to-image pipeline and a CLIP trained on the synthetic
+shapes domain (``tasks/demo``; model cards in their folders); they are the defaults, so a first run shows
+prompt-following images ranked by a CLIP that means something. ``embedded:tiny-sd`` and ``embedded:tiny-clip`` are
+built on first use with random weights: their pictures and scores mean nothing, but they take any image size and
+give the exact code path of a real model (``DiffusionPipeline.from_pretrained(folder)``,
+``open_clip.create_model_and_transforms(name, pretrained=checkpoint)``) at the lowest cost, which is what tests of
+the machinery want. Their weights are a pure function of SEED and each parameter's name, drawn with an integer
+generator, so every machine builds the same bytes.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.demo import EVALUATION_RECORD, TRAINING_RECORD
 from tasks.errors import ModelError
 from tasks.paths import cache_dir
 
@@ -32,6 +37,11 @@ EMBEDDED_PREFIX = "embedded:"
 EMBEDDED_PIPELINE = "embedded:tiny-sd"
 EMBEDDED_CLIP = "embedded:tiny-clip"
 CLIP_MODEL_NAME = "assetmint-tiny-clip"
+DEMO_PIPELINE = "embedded:shapes-sd"
+DEMO_CLIP = "embedded:shapes-clip"
+SHIPPED_MODELS = Path(__file__).resolve().parent / "demo" / "models"
+SHIPPED: dict[str, str] = {DEMO_PIPELINE: "shapes-sd", DEMO_CLIP: "shapes-clip"}
+RECORD_FILES = frozenset({TRAINING_RECORD, EVALUATION_RECORD})  # a shipped model's records, not its weights
 
 # Bump when anything below changes what gets built: existing builds with another version are rebuilt.
 FORMAT_VERSION = 1
@@ -129,7 +139,7 @@ class EmbeddedClip:
     """Where the embedded open_clip model lives and the name its config is registered under."""
 
     model_name: str
-    checkpoint: Path
+    checkpoint: Path | None
     config_dir: Path
 
 
@@ -148,13 +158,30 @@ def ensure_embedded_clip(root: Path | None = None) -> EmbeddedClip:
     return _clip_result(_ensure(_models_root(root), CLIP_DIR, EMBEDDED_CLIP, _build_clip, force=False))
 
 
+def shipped_folder(ref: str) -> Path:
+    """The packaged folder of a trained demo model; a clear error when the package was installed without it."""
+    folder = SHIPPED_MODELS / SHIPPED[ref]
+    marker = "model_index.json" if ref == DEMO_PIPELINE else "open_clip_config.json"
+    if not (folder / marker).is_file():
+        raise ModelError(
+            f"embedded model {ref!r} is missing its files ({folder / marker}); reinstall AssetMint, or train it "
+            "with `assetmint models train`."
+        )
+    return folder
+
+
 def resolve_embedded(ref: str) -> Path | EmbeddedClip:
     """Return the pipeline folder or the open_clip model for an ``embedded:`` reference, building it if needed."""
     if ref == EMBEDDED_PIPELINE:
         return ensure_embedded_pipeline()
     if ref == EMBEDDED_CLIP:
         return ensure_embedded_clip()
-    valid = ", ".join(sorted((EMBEDDED_PIPELINE, EMBEDDED_CLIP)))
+    if ref == DEMO_PIPELINE:
+        return shipped_folder(ref)
+    if ref == DEMO_CLIP:
+        folder = shipped_folder(ref)
+        return EmbeddedClip(model_name=f"local-dir:{folder}", checkpoint=None, config_dir=folder)
+    valid = ", ".join(sorted((EMBEDDED_PIPELINE, EMBEDDED_CLIP, *SHIPPED)))
     if not is_embedded(ref):
         raise ModelError(f"{ref!r} is not an embedded model reference; valid embedded models are: {valid}")
     raise ModelError(f"unknown embedded model {ref!r}; valid embedded models are: {valid}")

@@ -58,8 +58,8 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(
         None,
-        description="Model reference: 'embedded:tiny-sd', a local diffusers pipeline folder, or a model id "
-        "(optionally 'id@revision').",
+        description="Model reference: 'embedded:shapes-sd' (trained demo model, 64 px), 'embedded:tiny-sd' (random, "
+        "for tests), a local diffusers pipeline folder, or a model id (optionally 'id@revision').",
     )
     negative_prompt: str | None = Field(None, description="Text the image should not show.")
     candidates: int | None = Field(None, ge=1, le=1024, description="Images generated per prompt job.")

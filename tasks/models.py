@@ -34,9 +34,16 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def folder_digest(folder: Path) -> str:
-    """sha256 over the relative paths and contents of a model folder's files (cached by size and mtime)."""
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+def folder_digest(folder: Path, skip: frozenset[str] = frozenset()) -> str:
+    """sha256 over the relative paths and contents of a model folder's files (cached by size and mtime).
+
+    ``skip`` names files (relative paths) that do not affect the model, such as training records.
+    """
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in WEIGHT_SUFFIXES and p.relative_to(folder).as_posix() not in skip
+    )
     if not files:
         raise ModelError(f"model folder {folder} contains no model files (expected e.g. model_index.json).")
     cache_file = cache_dir() / "digests.json"
@@ -116,8 +123,9 @@ def resolve_model(ref: str) -> ModelSource:
         if not isinstance(folder, Path):
             raise ModelError(f"{ref!r} is an embedded CLIP model, not a text-to-image pipeline.")
         marker = embedded.read_marker(folder) or {}
-        # The marker's weights digest ignores library versions written into configs, so ids survive upgrades.
-        digest = marker.get("weights_sha256") or folder_digest(folder)
+        # The marker's weights digest ignores library versions written into configs, so ids survive upgrades;
+        # a shipped model's training and evaluation records are not part of what makes its pixels.
+        digest = marker.get("weights_sha256") or folder_digest(folder, skip=embedded.RECORD_FILES)
         return ModelSource(
             ref=ref, location=str(folder), revision=None, identity={"name": ref, "digest": digest}, local=True
         )

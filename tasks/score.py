@@ -13,6 +13,7 @@ import numpy as np
 from tasks.errors import ModelError
 
 CLIPSCORE_WEIGHT = 2.5
+LOCAL_DIR = "local-dir:"
 
 
 def clip_score(cosine: float) -> float:
@@ -51,16 +52,22 @@ _SCORERS_LOCK = threading.Lock()
 
 
 def resolve_clip(ref: str) -> ClipSource:
-    """Resolve 'embedded:tiny-clip', 'NAME:TAG' or 'NAME:/path/ckpt.pt'; unknown names list the valid ones."""
+    """Resolve 'embedded:NAME', 'NAME:TAG', 'NAME:/path/ckpt.pt' or 'local-dir:/folder'; unknown names list all."""
     from tasks import embedded
 
     if embedded.is_embedded(ref):
         built = embedded.resolve_embedded(ref)
         if isinstance(built, Path):
             raise ModelError(f"{ref!r} is an embedded text-to-image pipeline, not a CLIP model.")
-        return ClipSource(ref=ref, model_name=built.model_name, pretrained=str(built.checkpoint))
+        checkpoint = str(built.checkpoint) if built.checkpoint else None  # a local-dir: model carries its weights
+        return ClipSource(ref=ref, model_name=built.model_name, pretrained=checkpoint)
     import open_clip
 
+    if ref.startswith(LOCAL_DIR):
+        folder = Path(ref[len(LOCAL_DIR) :]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelError(f"{ref!r}: {folder} is not an open_clip model folder (no open_clip_config.json).")
+        return ClipSource(ref=ref, model_name=f"{LOCAL_DIR}{folder.resolve()}", pretrained=None)
     name, _, pretrained = ref.partition(":")
     known = open_clip.list_models()
     if name not in known:
@@ -105,9 +112,12 @@ def load_scorer(ref: str, device: str = "cpu") -> Scorer:
 def token_overflow(scorer: Scorer, text: str) -> int:
     """How many tokens of `text` the CLIP text encoder drops (0 when it fits)."""
     encode = getattr(scorer.tokenizer, "encode", None)
-    if encode is None:
+    if encode is not None:  # open_clip's own tokenizer: no start/end tokens in encode()
+        return max(0, len(encode(text)) + 2 - scorer.context_length)
+    wrapped = getattr(scorer.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer around a transformers one
+    if wrapped is None:
         return 0
-    return max(0, len(encode(text)) + 2 - scorer.context_length)
+    return max(0, len(wrapped(text).input_ids) - scorer.context_length)
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:

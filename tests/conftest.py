@@ -15,6 +15,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
+PACKAGED_DEFAULT_POLICY = REPO / "policies" / "default.yaml"
+# Tests of the machinery run the tiny random models under the policy made for them; demo-model tests and tests of
+# the packaged default name PACKAGED_DEFAULT_POLICY.
+TINY_MODELS_POLICY = REPO / "tests" / "data" / "tiny-models-policy.yaml"
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +33,7 @@ def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ASSETMINT_CACHE_DIR", str(model_cache))
     monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "work"))
+    monkeypatch.setenv("ASSETMINT_POLICY", str(TINY_MODELS_POLICY))
 
 
 def work_ledger(root: Path) -> Ledger:
@@ -51,6 +56,7 @@ def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, st
         "ASSETMINT_CACHE_DIR": str(model_cache),
         "ASSETMINT_CONFIG_DIR": str(root / "config"),
         "ASSETMINT_WORK_DIR": str(root / "work"),
+        "ASSETMINT_POLICY": str(TINY_MODELS_POLICY),
     }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():

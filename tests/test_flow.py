@@ -226,7 +226,8 @@ def test_unknown_models_fail_before_anything_runs(tmp_path: Path, capsys: pytest
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(bad_tag)]) == 2
     assert "valid tags: " in capsys.readouterr().err and not (tmp_path / "work/ledger.sqlite").exists()
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST.replace("tiny-sd", "huge-sd")))]) == 2
-    assert "valid embedded models are: embedded:tiny-clip, embedded:tiny-sd" in capsys.readouterr().err
+    valid = "embedded:shapes-clip, embedded:shapes-sd, embedded:tiny-clip, embedded:tiny-sd"
+    assert f"valid embedded models are: {valid}" in capsys.readouterr().err
 
 
 def test_overlong_prompts_are_recorded_as_truncated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,10 +20,13 @@ prompts: [{prompt: a cat}]
 """
 
 
-def test_packaged_default_policy_loads() -> None:
+def test_packaged_default_policy_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASSETMINT_POLICY")
     policy = load_policy()
-    assert policy.scoring.clip_model == "embedded:tiny-clip"
-    assert policy.generation.allows_model("embedded:tiny-sd")
+    assert policy.scoring.clip_model == "embedded:shapes-clip"
+    assert [(r.concept, r.threshold) for r in policy.safety.concepts.rules] == [("a knife", 0.52)]
+    assert policy.watermark.upscale_small
+    assert policy.generation.allows_model("embedded:shapes-sd") and policy.generation.allows_model("embedded:tiny-sd")
     assert not policy.generation.allows_model("someone/else")
     assert policy.ledger_url().startswith("sqlite:///") and policy.ledger_url().endswith("/ledger.sqlite")
 
@@ -43,6 +46,14 @@ def test_unreadable_policy_is_a_clear_error(tmp_path: Path) -> None:
         load_policy(tmp_path / "nope.yaml")
     with pytest.raises(PolicyError, match="is a directory"):
         load_policy(tmp_path)
+
+
+def test_default_policy_can_be_set_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSETMINT_POLICY", str(write(tmp_path / "house.yaml", "scoring:\n  min_score: 0.5\n")))
+    assert load_policy().scoring.min_score == 0.5
+    monkeypatch.setenv("ASSETMINT_POLICY", str(tmp_path / "missing.yaml"))
+    with pytest.raises(PolicyError, match="missing.yaml"):
+        load_policy()
 
 
 def test_plan_limits(tmp_path: Path) -> None:
