@@ -17,7 +17,7 @@ def add_models_commands(subparsers: Any) -> None:
     p = sub.add_parser("init", help="build the tiny random embedded models (tiny-sd, tiny-clip) into the user cache")
     p.add_argument("--force", action="store_true", help="rebuild even if present")
     p.set_defaults(handler=cmd_models_init)
-    help_text = "train the demo text-to-image model and CLIP on the synthetic shapes domain (about 45 min on 2 cores)"
+    help_text = "train the demo text-to-image model and CLIP on the synthetic shapes domain (about an hour on 2 cores)"
     p = sub.add_parser("train", help=help_text, description=help_text)
     p.add_argument("--out", required=True, metavar="DIR", help="folder to write shapes-sd/ and shapes-clip/ into")
     p.add_argument("--recipe", default="full", help="recipe in tasks/demo/data/recipe.yaml: full (default) or quick")
