@@ -111,10 +111,11 @@ def format_report(report: dict[str, Any]) -> list[str]:
     from tasks.demo.cards import MEASURES, format_measure
 
     names = list(report["sets"])
-    lines = [f"{'':52}" + "".join(f"{n:>16}" for n in names) + "   target"]
+    width = max(len(label) for _, label, _ in MEASURES)
+    lines = [" " * width + "".join(f"{n:>16}" for n in names) + "   target"]
     for key, label, target in MEASURES:
         values = "".join(f"{format_measure(key, report['sets'][n].get(key)):>16}" for n in names)
-        lines.append(f"{label[:52]:52}{values}   {target}")
+        lines.append(f"{label:{width}}{values}   {target}")
     for name in names:
         kinds = report["sets"][name]["clip_pick_by_kind"]
         lines.append(

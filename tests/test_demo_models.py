@@ -144,3 +144,15 @@ def test_clip_references_to_open_clip_folders(tmp_path: Path) -> None:
         from tasks.models import resolve_model
 
         resolve_model(DEMO_CLIP)
+
+
+def test_models_eval_prints_both_held_out_sets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    report_file = tmp_path / "report.json"
+    assert main(["models", "eval", "--quick", "--json", str(report_file)]) == 0
+    out = capsys.readouterr().out
+    assert "unseen_scenes" in out and "unseen_pairs" in out and ">= 80%" in out
+    report = json.loads(report_file.read_text())
+    assert report["settings"]["clip_images"] == 50
+    assert report["sets"]["unseen_scenes"]["clip_pick_random_accuracy"] >= 0.9  # measured 100% at 500 images

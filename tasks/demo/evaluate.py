@@ -221,7 +221,13 @@ def evaluate(pipeline_dir: Path, clip_dir: Path, settings: EvalSettings | None =
     settings = settings or EvalSettings()
     report = EvalReport(settings=asdict(settings))
     judge = ClipJudge(clip_dir)
-    pipeline = DiffusionPipeline.from_pretrained(pipeline_dir)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.disable_progress_bar()  # the loading bar; the evaluation prints its own figures
+    try:
+        pipeline = DiffusionPipeline.from_pretrained(pipeline_dir)
+    finally:
+        diffusers_logging.enable_progress_bar()
     pipeline.set_progress_bar_config(disable=True)
     for name, split in HELD_OUT_SETS.items():
         part = report.sets[name] = SetReport()
