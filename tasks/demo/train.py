@@ -281,8 +281,10 @@ def partial_caption(scene: Scene, rng: np.random.Generator) -> str:
 
 
 def clip_model_config(recipe: Recipe, vocab_size: int) -> dict[str, Any]:
-    """The open_clip model config: the recipe's architecture with the domain tokenizer's size and pooling ids."""
+    """The open_clip model config: the recipe's architecture with the domain tokenizer's size and context length."""
     cfg = copy.deepcopy(recipe.clip["config"])
+    # Any non-empty hf_tokenizer_name makes open_clip use a transformers tokenizer; loaded as 'local-dir:', it reads
+    # the tokenizer files saved in the model folder, so the name itself is never looked up.
     cfg["text_cfg"].update(
         vocab_size=vocab_size, context_length=recipe.context_length, hf_tokenizer_name="assetmint/shapes-clip"
     )
