@@ -69,8 +69,9 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     import torch
 
     from flows.cli import _RichProgress
-    from flows.train_demo import CLIP_DIR, PIPELINE_DIR, train_demo_models_flow
+    from flows.train_demo import train_demo_models_flow
     from tasks import progress
+    from tasks.demo import CLIP_DIR, PIPELINE_DIR
     from tasks.demo.train import load_recipe
 
     try:
@@ -95,15 +96,11 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 
 
 def _model_folders(models: str | None) -> tuple[Path, Path]:
-    from flows.train_demo import CLIP_DIR, PIPELINE_DIR
+    from tasks.demo import CLIP_DIR, PIPELINE_DIR, model_folder
     from tasks.embedded import SHIPPED_MODELS
 
     root = Path(models).expanduser() if models else SHIPPED_MODELS
-    pipeline_dir, clip_dir = root / PIPELINE_DIR, root / CLIP_DIR
-    for folder, marker in ((pipeline_dir, "model_index.json"), (clip_dir, "open_clip_config.json")):
-        if not (folder / marker).is_file():
-            raise AssetMintError(f"{folder} has no {marker}; --models must hold shapes-sd/ and shapes-clip/.")
-    return pipeline_dir, clip_dir
+    return model_folder(root, PIPELINE_DIR), model_folder(root, CLIP_DIR)
 
 
 def format_report(report: dict[str, Any]) -> list[str]:

@@ -11,11 +11,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks import progress
-from tasks.demo import TRAINING_RECORD, train
+from tasks.demo import CLIP_DIR, PIPELINE_DIR, TRAINING_RECORD, train
 from tasks.files import write_atomic
-
-PIPELINE_DIR = "shapes-sd"
-CLIP_DIR = "shapes-clip"
 
 
 def _reporter(stage: str, losses: list[float]) -> train.Progress:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.demo import EVALUATION_RECORD, TRAINING_RECORD
+from tasks import demo
 from tasks.errors import ModelError
 from tasks.paths import cache_dir
 
@@ -40,8 +40,8 @@ CLIP_MODEL_NAME = "assetmint-tiny-clip"
 DEMO_PIPELINE = "embedded:shapes-sd"
 DEMO_CLIP = "embedded:shapes-clip"
 SHIPPED_MODELS = Path(__file__).resolve().parent / "demo" / "models"
-SHIPPED: dict[str, str] = {DEMO_PIPELINE: "shapes-sd", DEMO_CLIP: "shapes-clip"}
-RECORD_FILES = frozenset({TRAINING_RECORD, EVALUATION_RECORD})  # a shipped model's records, not its weights
+SHIPPED: dict[str, str] = {DEMO_PIPELINE: demo.PIPELINE_DIR, DEMO_CLIP: demo.CLIP_DIR}
+RECORD_FILES = frozenset({demo.TRAINING_RECORD, demo.EVALUATION_RECORD})  # a shipped model's records, not its weights
 
 # Bump when anything below changes what gets built: existing builds with another version are rebuilt.
 FORMAT_VERSION = 1
@@ -160,14 +160,10 @@ def ensure_embedded_clip(root: Path | None = None) -> EmbeddedClip:
 
 def shipped_folder(ref: str) -> Path:
     """The packaged folder of a trained demo model; a clear error when the package was installed without it."""
-    folder = SHIPPED_MODELS / SHIPPED[ref]
-    marker = "model_index.json" if ref == DEMO_PIPELINE else "open_clip_config.json"
-    if not (folder / marker).is_file():
-        raise ModelError(
-            f"embedded model {ref!r} is missing its files ({folder / marker}); reinstall AssetMint, or train it "
-            "with `assetmint models train`."
-        )
-    return folder
+    try:
+        return demo.model_folder(SHIPPED_MODELS, SHIPPED[ref])
+    except ModelError as exc:
+        raise ModelError(f"embedded model {ref!r} is missing: {exc} Reinstall AssetMint.") from None
 
 
 def resolve_embedded(ref: str) -> Path | EmbeddedClip:

@@ -156,3 +156,12 @@ def test_models_eval_prints_both_held_out_sets(tmp_path: Path, capsys: pytest.Ca
     report = json.loads(report_file.read_text())
     assert report["settings"]["clip_images"] == 50
     assert report["sets"]["unseen_scenes"]["clip_pick_random_accuracy"] >= 0.9  # measured 100% at 500 images
+
+
+def test_missing_shipped_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import embedded
+    from tasks.errors import ModelError
+
+    monkeypatch.setattr(embedded, "SHIPPED_MODELS", tmp_path)
+    with pytest.raises(ModelError, match="embedded model 'embedded:shapes-sd' is missing: .* has no model_index.json"):
+        resolve_embedded(DEMO_PIPELINE)

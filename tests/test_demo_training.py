@@ -156,7 +156,7 @@ def test_evaluation_and_cards_on_quick_models(quick_models: Path) -> None:
     [
         (["models", "train", "--recipe", "fast"], "unknown training recipe 'fast'; valid recipes: full, quick"),
         (["models", "train", "--threads", "0"], "--threads must be at least 1, got 0"),
-        (["models", "eval", "--models", "{tmp}"], "has no model_index.json; --models must hold shapes-sd/"),
+        (["models", "eval", "--models", "{tmp}"], "has no model_index.json; it is not a trained shapes-sd folder"),
         (["models", "eval", "--quick", "--write-cards"], "--write-cards needs the full evaluation; drop --quick"),
     ],
 )
