@@ -139,7 +139,13 @@ def test_evaluation_and_cards_on_quick_models(quick_models: Path) -> None:
     report = evaluate(quick_models / "shapes-sd", quick_models / "shapes-clip", settings).as_dict()
     assert list(report["sets"]) == ["unseen_scenes", "unseen_pairs"]
     for part in report["sets"].values():
-        for key in ("clip_pick_accuracy", "clip_pick_random_accuracy", "generation_colour_shape", "ranking_top1_match"):
+        for key in (
+            "clip_pick_accuracy",
+            "clip_pick_random_accuracy",
+            "autoencoder_colour_shape",
+            "generation_colour_shape",
+            "ranking_top1_match",
+        ):
             assert 0.0 <= part[key] <= 1.0
     write_cards(quick_models / "shapes-sd", quick_models / "shapes-clip", report)
     card = (quick_models / "shapes-sd" / "README.md").read_text()

@@ -58,6 +58,7 @@ def _data_section() -> str:
 MEASURES: tuple[tuple[str, str, str], ...] = (
     ("clip_pick_random_accuracy", "CLIP picks the true caption among 8 random captions", ">= 90%"),
     ("clip_pick_accuracy", "CLIP picks the true caption among 8 one-change distractors", ""),
+    ("autoencoder_colour_shape", "Held-out images through the autoencoder and back, matching (checker)", ""),
     ("generation_colour_shape", "Generated images matching the prompt's colours and shapes (checker)", ">= 80%"),
     ("generation_full_match", "... colours, shapes and relation", ""),
     ("ranking_spearman", "Spearman correlation, CLIP score vs. checker score", "> 0"),
@@ -118,6 +119,7 @@ def pipeline_card(folder: Path, training: dict[str, Any], report: dict[str, Any]
     t2i, vae = training["text_to_image"], training["autoencoder"]
     env = training["environment"]
     unet = cfg["unet"]["config"]
+    latent = cfg["vae"]["config"]["latent_channels"]
     lines = [
         "# shapes-sd: a small text-to-image latent diffusion model (AssetMint demo)\n",
         "A Stable-Diffusion-shaped pipeline (`StableDiffusionPipeline`: CLIP tokenizer and text encoder, UNet with "
@@ -127,8 +129,9 @@ def pipeline_card(folder: Path, training: dict[str, Any], report: dict[str, Any]
         "prompts outside its grammar give arbitrary shapes.\n",
         _data_section(),
         "## Architecture\n",
-        f"- Autoencoder: {cfg['vae']['config']['block_out_channels']} channels, 4 latent channels, 4x downsampling "
-        "(64 x 64 x 3 pixels to 16 x 16 x 4 latents), latent scaling factor from the trained encoder.",
+        f"- Autoencoder: {cfg['vae']['config']['block_out_channels']} channels, {latent} latent channels, 4x "
+        f"downsampling (64 x 64 x 3 pixels to 16 x 16 x {latent} latents), latent scaling factor from the trained "
+        "encoder.",
         f"- Text encoder: CLIP text transformer, {cfg['text_encoder']['num_hidden_layers']} layers, width "
         f"{cfg['text_encoder']['hidden_size']}, a {_vocab_size(folder / 'tokenizer')}-token CLIP-format BPE "
         "vocabulary (one token per domain word, byte fallback for anything else), context "

@@ -10,6 +10,8 @@ Measures, per set:
 - CLIP caption pick: for each image, the true caption against 8 random captions, and against 8 distractors that
   each change one thing (an object's colour or shape, the background, the relation, or which colour goes with
   which shape).
+- Autoencoder round trip: held-out renders encoded and decoded by the pipeline's autoencoder, judged by the checker.
+  Generation decodes through the same autoencoder, so this is the ceiling of the next measure.
 - Generation: one image per held-out prompt, judged by the pixel-level checker (``tasks.demo.checker``).
 - Ranking: on a generated batch (several seeds per prompt), Spearman correlation between each image's CLIP score
   for its prompt and the checker's fraction of satisfied aspects (colours, shapes, relation).
@@ -53,6 +55,7 @@ class SetReport:
     clip_pick_accuracy: float | None = None
     clip_pick_by_kind: dict[str, float] = field(default_factory=dict)
     clip_pick_random_accuracy: float | None = None
+    autoencoder_colour_shape: float | None = None
     generation_colour_shape: float | None = None
     generation_full_match: float | None = None
     generation_by_objects: dict[str, float] = field(default_factory=dict)
@@ -180,6 +183,21 @@ def _generate(pipeline: Any, prompts: list[str], seeds: list[int], settings: Eva
     return images
 
 
+def evaluate_autoencoder(vae: Any, settings: EvalSettings, split: Split, report: SetReport) -> None:
+    """Held-out renders through the autoencoder and back, judged by the checker: what generation can reach at best."""
+    import torch
+    from PIL import Image
+
+    held = list(scenes(settings.generation_prompts, EVAL_SEED + 4, split=split))
+    pixels = np.stack([np.asarray(render(s)) for s in held])
+    x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
+    with torch.inference_mode():
+        y = vae.decode(vae.encode(x).latent_dist.mean).sample
+    out = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    results = [check(Image.fromarray(o), caption(s)) for o, s in zip(out, held, strict=True)]
+    report.autoencoder_colour_shape = float(np.mean([r.colour_ok and r.shape_ok for r in results]))
+
+
 def evaluate_generation(pipeline: Any, settings: EvalSettings, split: Split, report: SetReport) -> list[Any]:
     """Held-out prompts, one image each, judged by the pixel checker; returns the images."""
     held = list(scenes(settings.generation_prompts, EVAL_SEED + 2, split=split))
@@ -233,6 +251,7 @@ def evaluate(pipeline_dir: Path, clip_dir: Path, settings: EvalSettings | None =
         part = report.sets[name] = SetReport()
         start = time.perf_counter()
         evaluate_clip(judge, settings, split, part)
+        evaluate_autoencoder(pipeline.vae, settings, split, part)
         evaluate_generation(pipeline, settings, split, part)
         evaluate_ranking(pipeline, judge, settings, split, part)
         report.seconds[name] = round(time.perf_counter() - start, 1)
