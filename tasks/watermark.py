@@ -43,12 +43,16 @@ Image handling
   (L, 1, P, I, I;16, F, CMYK, YCbCr, LAB, HSV, RGBX) is converted to RGB and returned as RGB: the dwt
   methods write into the chroma (U) channel, so a grayscale image cannot stay grayscale and keep its
   mark. An ICC profile in ``image.info`` is carried over to the result.
-* dwt methods: invisible-watermark 0.2.0 reconstructs the U channel with its horizontal and vertical
-  Haar details swapped (``idwt2((cA, (cV, cH, cD)))``), which transposes every 2x2 chroma block and
-  causes colour fringes of up to ~170 levels at sharp colour edges, and it truncates instead of rounding.
-  ``embed`` keeps the library's marked approximation band and restores the original detail bands
-  (``_restore_chroma_detail``): the decoder reads only the approximation band, so the decoded bits are
-  the same, while PSNR improves by 2-7 dB and the largest pixel change drops to ~30 levels.
+* dwt methods: the marks are written with invisible-watermark's own block quantiser, run on the U (chroma)
+  approximation band only (``_u_delta``); the change is mapped back to RGB here (``_apply_u_delta``). The
+  library's ``encode`` would reconstruct U with its horizontal and vertical Haar details swapped (colour
+  fringes of up to ~170 levels at sharp edges), truncate U into uint8 (wrapping past 0 and 255) and clip
+  the colours, which erased the mark on white and other colours at a channel's limit. Here each pixel's U
+  changes with Y and V kept where that stays in gamut, and otherwise by the nearest in-gamut colour with the
+  same U change: white backgrounds carry the mark with changes of ~9 levels (library: 141, and the mark lost).
+  Saturated blue and yellow are the ends of the U range: no colour change raises resp. lowers U there, so
+  such flat areas cannot carry every bit and ``embed_verified`` refuses them. The library's decoder is used
+  unchanged.
 * The dwt marks live in 4x4 blocks of the half-resolution U channel, tiled in raster order: they
   survive mild re-encoding but not cropping (the tiling shifts), nor a brightness change (the
   quantisation is on absolute magnitudes), and a resize only when the image is scaled back to its
@@ -266,9 +270,11 @@ def key_from_bits(bits: Sequence[int], method: WatermarkMethod | str = Watermark
 _RIVAGAN_LOCK = threading.Lock()
 _rivagan_ready = False
 
-# OpenCV's YUV -> BGR gains for U (cv2.COLOR_YUV2BGR): dB = 2.032 dU, dG = -0.395 dU, dR = 0.
-_U_TO_B = 2.032
-_U_TO_G = -0.395
+# OpenCV's BGR <-> YUV (cv2.COLOR_BGR2YUV): U = 0.492 (B - Y) + 128, Y = 0.299 R + 0.587 G + 0.114 B.
+_U_GRADIENT_BGR = (0.492 * (1 - 0.114), 0.492 * -0.587, 0.492 * -0.299)  # dU per unit change of B, G, R
+# The U change that keeps Y and V: dB = 2.032 dU, dG = -0.395 dU, dR = 0 (OpenCV's YUV -> BGR gains).
+_U_DIRECTION_BGR = (2.032, -0.395, 0.0)
+_DWT_SCALE = 36  # invisible-watermark's quantisation step for the U channel (its default for both dwt methods)
 
 
 def _load_rivagan() -> None:
@@ -350,39 +356,104 @@ def _from_bgr(bgr: np.ndarray, alpha: Image.Image | None, source: Image.Image) -
     return out
 
 
-def _restore_chroma_detail(source: np.ndarray, marked: np.ndarray) -> np.ndarray:
-    """Keep the library's marked U approximation band but the source's U detail bands (see docstring)."""
+def _u_delta(bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod) -> np.ndarray:
+    """The per-pixel U change that writes ``bits``: invisible-watermark's block quantiser on the U approximation band.
+
+    The library's own ``encode`` reconstructs U with its detail bands swapped, truncates it into uint8 (wrapping
+    past 0 and 255) and clips the colours; running only its quantiser and mapping the change back here avoids all
+    three. The decoder reads nothing but this approximation band.
+    """
     import cv2
     import numpy as np
     import pywt
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+    from imwatermark.maxDct import EmbedMaxDct
 
-    rows, cols = source.shape[0] // 4 * 4, source.shape[1] // 4 * 4
-    u_source = cv2.cvtColor(source, cv2.COLOR_BGR2YUV)[:rows, :cols, 1].astype(np.float64)
-    u_marked = cv2.cvtColor(marked, cv2.COLOR_BGR2YUV)[:rows, :cols, 1].astype(np.float64)
-    approx_source, _ = pywt.dwt2(u_source, "haar")
-    approx_marked, _ = pywt.dwt2(u_marked, "haar")
-    zeros = np.zeros_like(approx_source)
-    delta_u = pywt.idwt2((approx_marked - approx_source, (zeros, zeros, zeros)), "haar")
-    out = source.astype(np.float64)
-    out[:rows, :cols, 0] += _U_TO_B * delta_u
-    out[:rows, :cols, 1] += _U_TO_G * delta_u
+    quantiser_class = EmbedDwtDctSvd if method is WatermarkMethod.DWT_DCT_SVD else EmbedMaxDct
+    quantiser = quantiser_class(watermarks=list(bits), wmLen=len(bits), block=4)
+    rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
+    u = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[:rows, :cols, 1].astype(np.float64)
+    approx, _ = pywt.dwt2(u, "haar")
+    marked = approx.copy()
+    quantiser.encode_frame(marked, _DWT_SCALE)
+    zeros = np.zeros_like(approx)
+    delta = np.zeros(bgr.shape[:2], dtype=np.float64)
+    delta[:rows, :cols] = pywt.idwt2((marked - approx, (zeros, zeros, zeros)), "haar")
+    return delta
+
+
+def _apply_u_delta(bgr: np.ndarray, delta_u: np.ndarray) -> np.ndarray:
+    """Change each pixel's U by ``delta_u``: with Y and V kept where that stays in gamut, else by the least change.
+
+    Near white (and other colours at a channel's limit) the Y- and V-preserving change would be clipped and the
+    mark lost; there the pixel moves to the closest in-gamut colour with the same U change. At the ends of the U
+    range (saturated blue and yellow) no such colour exists for every bit, and ``embed_verified`` refuses the image.
+    """
+    import numpy as np
+
+    source = bgr.astype(np.float64)
+    out = source + delta_u[:, :, None] * np.array(_U_DIRECTION_BGR)
+    outside = ((out < 0) | (out > 255)).any(axis=2)
+    if outside.any():
+        out[outside] = _nearest_in_gamut(source[outside], out[outside], delta_u[outside])
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def _embed_bgr(
-    bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod, *, restore_detail: bool = True
-) -> np.ndarray:
-    """Embed ``bits`` into a BGR uint8 array with invisible-watermark and return the marked array."""
+def _nearest_in_gamut(source: np.ndarray, ideal: np.ndarray, delta_u: np.ndarray) -> np.ndarray:
+    """Per row: the point of {x in [0, 255]^3 : U(x) = U(source) + delta_u} nearest ``ideal``, else ``ideal`` clipped.
+
+    By active sets: the optimum has some channels at 0 or 255 and is, on the others, the projection of ``ideal``
+    onto the U plane; the nearest such candidate inside the cube is it. Only bounds that some source or ideal
+    colour reaches are tried (7 candidates for white instead of 26).
+    """
+    import itertools
+
+    import numpy as np
+
+    gradient = np.array(_U_GRADIENT_BGR)
+    target = source @ gradient + delta_u
+    options = [
+        [None]
+        + [0.0] * bool((np.minimum(source[:, c], ideal[:, c]) < 0.5).any())
+        + [255.0] * bool((np.maximum(source[:, c], ideal[:, c]) > 254.5).any())
+        for c in range(3)
+    ]
+    best = np.clip(ideal, 0, 255)
+    best_distance = np.full(len(ideal), np.inf)
+    for bounds in itertools.product(*options):
+        free = [c for c, bound in enumerate(bounds) if bound is None]
+        if not free:
+            continue
+        # Fixed channels sit on their bound; free ones move from the ideal along their part of the U gradient.
+        anchor = [ideal[:, c] if bound is None else bound for c, bound in enumerate(bounds)]
+        norm = sum(gradient[c] ** 2 for c in free)
+        step = (target - sum(gradient[c] * anchor[c] for c in range(3))) / norm
+        candidate = [anchor[c] + step * gradient[c] if c in free else anchor[c] for c in range(3)]
+        distance = sum((candidate[c] - ideal[:, c]) ** 2 for c in range(3))
+        better = distance < best_distance
+        for c in free:
+            better &= (candidate[c] >= -1e-6) & (candidate[c] <= 255 + 1e-6)
+        best_distance = np.where(better, distance, best_distance)
+        for c in range(3):
+            best[:, c] = np.where(better, candidate[c], best[:, c])
+    return best
+
+
+def _embed_bgr(bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod) -> np.ndarray:
+    """Embed ``bits`` into a BGR uint8 array and return the marked array."""
     if method is WatermarkMethod.RIVAGAN:
         _load_rivagan()
+        return library_embed_bgr(bgr, bits, method)
+    return _apply_u_delta(bgr, _u_delta(bgr, bits, method))
+
+
+def library_embed_bgr(bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod) -> np.ndarray:
+    """invisible-watermark's own ``encode``, unmodified: the baseline the benchmark and tests compare against."""
     from imwatermark import WatermarkEncoder
 
     encoder = WatermarkEncoder()
     encoder.set_watermark("bits", list(bits))
-    marked = encoder.encode(bgr, method.value)
-    if method is not WatermarkMethod.RIVAGAN and restore_detail:
-        marked = _restore_chroma_detail(bgr, marked)
-    return marked
+    return encoder.encode(bgr, method.value)
 
 
 def _decode_bgr(bgr: np.ndarray, method: WatermarkMethod) -> tuple[int, ...]:

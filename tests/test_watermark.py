@@ -216,17 +216,29 @@ def test_rivagan_round_trip(photo: Image.Image) -> None:
     assert result.key == 65_535 and len(result.bits) == 32
 
 
-def test_restoring_chroma_detail_keeps_the_bits_and_improves_quality(photo: Image.Image) -> None:
+def test_embedding_keeps_the_library_bits_with_smaller_changes(photo: Image.Image) -> None:
     bgr = np.ascontiguousarray(np.asarray(photo)[:, :, ::-1])
-    bits = payload_bits(5, WatermarkMethod.DWT_DCT_SVD)
-    raw = wm._embed_bgr(bgr, bits, WatermarkMethod.DWT_DCT_SVD, restore_detail=False)
-    fixed = wm._embed_bgr(bgr, bits, WatermarkMethod.DWT_DCT_SVD)
-    assert wm._decode_bgr(raw, WatermarkMethod.DWT_DCT_SVD) == tuple(bits)
-    assert wm._decode_bgr(fixed, WatermarkMethod.DWT_DCT_SVD) == tuple(bits)
-    err_raw = np.abs(raw.astype(int) - bgr).max()
-    err_fixed = np.abs(fixed.astype(int) - bgr).max()
-    assert err_fixed < err_raw
-    assert np.array_equal(fixed[:, :, 2], bgr[:, :, 2])  # a U-only change never touches red
+    for method in DWT_METHODS:
+        bits = payload_bits(5, method)
+        raw = wm.library_embed_bgr(bgr, bits, method)
+        ours = wm._embed_bgr(bgr, bits, method)
+        assert wm._decode_bgr(ours, method) == wm._decode_bgr(raw, method)
+        assert np.abs(ours.astype(int) - bgr).max() < np.abs(raw.astype(int) - bgr).max()
+    in_gamut = (bgr[:, :, 0] > 40) & (bgr[:, :, 0] < 215) & (bgr[:, :, 1] > 20) & (bgr[:, :, 1] < 235)
+    assert np.array_equal(ours[:, :, 2][in_gamut], bgr[:, :, 2][in_gamut])  # a U-only change leaves red alone
+
+
+@pytest.mark.parametrize("background", [(255, 255, 255), (250, 250, 250), (0, 0, 0), (255, 0, 0), (0, 255, 0)])
+def test_flat_backgrounds_at_the_ends_of_the_channels_carry_the_mark(background: tuple[int, int, int]) -> None:
+    """White product backgrounds: the Y- and V-keeping change would clip there, the nearest in-gamut one does not."""
+    image = Image.new("RGB", (256, 256), background)
+    ImageDraw.Draw(image).ellipse((60, 60, 190, 190), fill=(30, 60, 200))
+    marked = embed_verified(image, 4_242)
+    assert psnr(marked, image) > 38
+    bgr = np.ascontiguousarray(np.asarray(image)[:, :, ::-1])
+    raw = wm.library_embed_bgr(bgr, payload_bits(4_242, WatermarkMethod.DWT_DCT_SVD), WatermarkMethod.DWT_DCT_SVD)
+    ours = np.asarray(marked, dtype=int)[:, :, ::-1]
+    assert np.abs(ours - bgr).max() < np.abs(raw.astype(int) - bgr).max()
 
 
 @pytest.mark.parametrize("size", [(255, 512), (512, 200), (128, 1024)])
@@ -285,11 +297,12 @@ def test_embed_verified_raises_on_a_mismatch(photo: Image.Image, monkeypatch: py
     assert isinstance(info.value, WatermarkError)
 
 
-def test_embed_verified_refuses_a_mark_that_does_not_hold() -> None:
-    """Saturated colours clip the chroma the dwt methods write into: that must fail loudly."""
-    blue = Image.new("RGB", (512, 512), (0, 0, 255))
+@pytest.mark.parametrize("colour", [(0, 0, 255), (255, 255, 0)])
+def test_embed_verified_refuses_a_mark_that_does_not_hold(colour: tuple[int, int, int]) -> None:
+    """Saturated blue and yellow are the ends of the U range the dwt methods write into: that must fail loudly."""
+    flat = Image.new("RGB", (512, 512), colour)
     with pytest.raises(WatermarkVerificationError, match=r"embedded key 9 .*decoded no valid key"):
-        embed_verified(blue, 9, WatermarkMethod.DWT_DCT_SVD)
+        embed_verified(flat, 9, WatermarkMethod.DWT_DCT_SVD)
 
 
 def test_modes_rgba_keeps_alpha_and_grayscale_becomes_rgb(photo: Image.Image) -> None:
