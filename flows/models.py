@@ -23,6 +23,7 @@ def add_models_commands(subparsers: Any) -> None:
     p.add_argument("--recipe", default="full", help="recipe in tasks/demo/data/recipe.yaml: full (default) or quick")
     p.add_argument("--only", choices=["pipeline", "clip"], help="train one model (same weights as in a full run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="torch device to train on: cpu (default), cuda, cuda:N or mps")
     p.set_defaults(handler=cmd_models_train)
     help_text = "measure the demo models on held-out data (CLIP caption pick, checker match, rank correlation)"
     p = sub.add_parser("eval", help=help_text, description=help_text)
@@ -72,10 +73,11 @@ def cmd_models_train(args: argparse.Namespace) -> int:
     from flows.train_demo import train_demo_models_flow
     from tasks import progress
     from tasks.demo import CLIP_DIR, PIPELINE_DIR
-    from tasks.demo.train import load_recipe
+    from tasks.demo.train import check_device, load_recipe
 
     try:
         load_recipe(args.recipe)
+        check_device(args.device)
     except ValueError as exc:
         raise AssetMintError(str(exc)) from None
     out = Path(args.out).expanduser()
@@ -88,7 +90,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
             raise AssetMintError(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
     with _progress_bars() as bars, progress.progress_sink(_RichProgress(bars)):
-        folders = train_demo_models_flow(out_dir=str(out), recipe=args.recipe, only=args.only)
+        folders = train_demo_models_flow(out_dir=str(out), recipe=args.recipe, only=args.only, device=args.device)
     for name, folder in folders.items():
         print(f"{name}: {folder}")
     print(f"next: assetmint models eval --models {out} --write-cards")

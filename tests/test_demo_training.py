@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tasks.demo.evaluate import DISTRACTORS, EvalSettings, distractors, evaluate, spearman
 from tasks.demo.shapes import (
@@ -21,7 +22,7 @@ from tasks.demo.shapes import (
     perturbations,
     scenes,
 )
-from tasks.demo.train import load_recipe
+from tasks.demo.train import RECIPE_FILE, load_recipe, lr_factor
 from tasks.demo.vocabulary import DOMAIN_WORDS, EOS_TOKEN, build_vocabulary, write_tokenizer
 
 
@@ -86,6 +87,22 @@ def test_recipe_variants_and_unknown_names() -> None:
     assert quick.unet["steps"] < full.unet["steps"] and quick.unet["config"] == full.unet["config"]
     with pytest.raises(ValueError, match="unknown training recipe 'fast'; valid recipes: full, quick"):
         load_recipe("fast")
+
+
+def test_learning_rate_schedules() -> None:
+    assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1) and lr_factor(9, 100, 10, "cosine") == 1.0
+    assert lr_factor(99, 100, 10, "constant") == 1.0
+    assert lr_factor(10, 100, 10, "cosine") == 1.0 and lr_factor(100, 100, 10, "cosine") == pytest.approx(0.1)
+    assert lr_factor(55, 100, 10, "cosine") == pytest.approx(0.55)
+
+
+def test_unknown_learning_rate_schedule_is_refused_before_training(tmp_path: Path) -> None:
+    recipe = yaml.safe_load(RECIPE_FILE.read_text(encoding="utf-8"))
+    recipe["unet"]["lr_schedule"] = "linear"
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    with pytest.raises(ValueError, match="unknown lr_schedule 'linear' in unet; valid schedules: cosine, constant"):
+        load_recipe(path=path)
 
 
 @pytest.fixture(scope="module")
@@ -162,6 +179,11 @@ def test_evaluation_and_cards_on_quick_models(quick_models: Path) -> None:
     [
         (["models", "train", "--recipe", "fast"], "unknown training recipe 'fast'; valid recipes: full, quick"),
         (["models", "train", "--threads", "0"], "--threads must be at least 1, got 0"),
+        (["models", "train", "--device", "gpu"], "unknown device 'gpu'"),
+        (
+            ["models", "train", "--device", "meta"],
+            "device 'meta' is not supported for training; use cpu, cuda[:N] or mps",
+        ),
         (["models", "eval", "--models", "{tmp}"], "has no model_index.json; it is not a trained shapes-sd folder"),
         (["models", "eval", "--quick", "--write-cards"], "--write-cards needs the full evaluation; drop --quick"),
     ],
@@ -176,6 +198,19 @@ def test_models_commands_name_the_problem(
         args += ["--out", str(tmp_path / "out")]
     assert main(args) == 2
     assert problem in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_models_train_refuses_a_device_this_machine_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from flows.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["models", "train", "--device", "cuda:1", "--out", str(tmp_path / "out")]) == 2
+    assert "device 'cuda:1' is not available: this torch build sees no CUDA GPU" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

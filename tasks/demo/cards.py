@@ -42,6 +42,16 @@ def _size_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
 
+def _hardware(env: dict[str, Any]) -> str:
+    device = env.get("device", "cpu")
+    return f"{env['threads']} CPU threads" if device == "cpu" else f"{device} (device)"
+
+
+def _schedule(section: dict[str, Any]) -> str:
+    kind = section.get("lr_schedule", "cosine")
+    return "warm-up, then constant" if kind == "constant" else "warm-up, cosine to 0.1 x"
+
+
 def _data_section() -> str:
     held = ", ".join(f"{c} {s}" for c, s in sorted(HELDOUT_PAIRS))
     return (
@@ -141,13 +151,14 @@ def pipeline_card(folder: Path, training: dict[str, Any], report: dict[str, Any]
         f"- {_params(folder) / 1e6:.2f} M parameters, {_size_mb(folder):.1f} MB on disk (float32 safetensors).",
         "\n## Training\n",
         f"`assetmint models train` (Prefect flow `assetmint-train-demo-models`, recipe `{training['recipe']}` in "
-        f"`tasks/demo/data/recipe.yaml`, seed {training['seed']}), on {env['threads']} CPU threads "
+        f"`tasks/demo/data/recipe.yaml`, seed {training['seed']}), on {_hardware(env)} "
         f"(torch {env['torch']}, diffusers {env['diffusers']}).",
-        f"- Autoencoder: {vae['steps']} steps, batch {cfg['vae']['batch_size']}, L1 + MSE + "
+        f"- Autoencoder: {vae['steps']} steps, batch {cfg['vae']['batch_size']}, AdamW lr "
+        f"{cfg['vae']['learning_rate']} ({_schedule(cfg['vae'])}), L1 + MSE + "
         f"{cfg['vae']['kl_weight']} x KL; {vae['seconds'] / 60:.1f} min; final reconstruction loss "
         f"{vae['final_loss']}.",
         f"- Text encoder + UNet: {t2i['steps']} steps, batch {cfg['unet']['batch_size']}, AdamW lr "
-        f"{cfg['unet']['learning_rate']} (warm-up, cosine), epsilon objective with "
+        f"{cfg['unet']['learning_rate']} ({_schedule(cfg['unet'])}), epsilon objective with "
         f"min-SNR-{cfg['unet']['min_snr_gamma']} weights, caption dropped "
         f"{int(100 * cfg['unet']['uncond_probability'])}% of the time for classifier-free guidance, EMA "
         f"{cfg['unet']['ema_decay']}; {t2i['seconds'] / 60:.1f} min; final loss {t2i['final_loss']}.",
@@ -188,8 +199,8 @@ def clip_card(folder: Path, training: dict[str, Any], report: dict[str, Any] | N
         f"- Embedding dimension {arch['embed_dim']}; {_params(folder) / 1e6:.2f} M parameters, "
         f"{_size_mb(folder):.1f} MB on disk.",
         "\n## Training\n",
-        f"`assetmint models train` (recipe `{training['recipe']}`, seed {training['seed']}, {env['threads']} CPU "
-        f"threads, torch {env['torch']}, open_clip {env['open_clip']}): {rec['steps']} steps, batch "
+        f"`assetmint models train` (recipe `{training['recipe']}`, seed {training['seed']}, {_hardware(env)}, "
+        f"torch {env['torch']}, open_clip {env['open_clip']}): {rec['steps']} steps, batch "
         f"{cfg['batch_size']} images, symmetric InfoNCE with in-batch negatives plus {cfg['hard_negatives']} "
         "NegCLIP-style hard negative caption(s) per image (one attribute changed) on the image-to-text side; "
         f"{int(100 * cfg['partial_caption_probability'])}% of captions shortened to one object ('a red knife', "

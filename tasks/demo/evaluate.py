@@ -183,18 +183,24 @@ def _generate(pipeline: Any, prompts: list[str], seeds: list[int], settings: Eva
     return images
 
 
-def evaluate_autoencoder(vae: Any, settings: EvalSettings, split: Split, report: SetReport) -> None:
-    """Held-out renders through the autoencoder and back, judged by the checker: what generation can reach at best."""
+def round_trip(vae: Any, images: list[Any]) -> list[Any]:
+    """Each image encoded to its latent mean and decoded back by the autoencoder."""
     import torch
     from PIL import Image
 
-    held = list(scenes(settings.generation_prompts, EVAL_SEED + 4, split=split))
-    pixels = np.stack([np.asarray(render(s)) for s in held])
+    pixels = np.stack([np.asarray(im.convert("RGB")) for im in images])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.inference_mode():
         y = vae.decode(vae.encode(x).latent_dist.mean).sample
     out = ((y.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    results = [check(Image.fromarray(o), caption(s)) for o, s in zip(out, held, strict=True)]
+    return [Image.fromarray(o) for o in out]
+
+
+def evaluate_autoencoder(vae: Any, settings: EvalSettings, split: Split, report: SetReport) -> None:
+    """Held-out renders through the autoencoder and back, judged by the checker: what generation can reach at best."""
+    held = list(scenes(settings.generation_prompts, EVAL_SEED + 4, split=split))
+    decoded = round_trip(vae, [render(s) for s in held])
+    results = [check(im, caption(s)) for im, s in zip(decoded, held, strict=True)]
     report.autoencoder_colour_shape = float(np.mean([r.colour_ok and r.shape_ok for r in results]))
 
 

@@ -30,6 +30,7 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 Progress = Callable[[int, int, dict[str, float]], None]
 _SECTIONS = ("vae", "text_encoder", "unet", "scheduler", "clip")
+LR_SCHEDULES = ("cosine", "constant")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,10 @@ def load_recipe(variant: str = "full", path: Path = RECIPE_FILE) -> Recipe:
     if variant != "full":
         for section, overrides in raw[variant].items():
             merged[section].update(overrides)
+    for section in ("vae", "unet", "clip"):
+        kind = merged[section].get("lr_schedule", "cosine")
+        if kind not in LR_SCHEDULES:
+            raise ValueError(f"unknown lr_schedule {kind!r} in {section}; valid schedules: {', '.join(LR_SCHEDULES)}")
     return Recipe(
         seed=int(merged["seed"]),
         image_size=int(merged["image_size"]),
@@ -95,16 +100,20 @@ class SceneStream:
         return torch.from_numpy(pixels).permute(0, 3, 1, 2).float().div_(255.0), scenes
 
 
-def _warmup_cosine(step: int, total: int, warmup: int) -> float:
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """The learning-rate multiplier at ``step``: linear warm-up, then constant or cosine down to 0.1."""
     if step < warmup:
         return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
     progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _optimizer(params: Any, lr: float, steps: int, warmup: int) -> tuple[torch.optim.Optimizer, Any]:
+def _optimizer(params: Any, section: dict[str, Any], steps: int, warmup: int) -> tuple[torch.optim.Optimizer, Any]:
+    lr, kind = float(section["learning_rate"]), section.get("lr_schedule", "cosine")
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _warmup_cosine(s, steps, warmup))
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, kind))
     return opt, schedule
 
 
@@ -118,20 +127,20 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
 # Autoencoder
 
 
-def train_vae(recipe: Recipe, progress: Progress | None = None) -> Any:
+def train_vae(recipe: Recipe, progress: Progress | None = None, device: str = "cpu") -> Any:
     """Train the KL autoencoder (pixel L1 + MSE, a tiny KL term) and set its latent scaling factor."""
     from diffusers import AutoencoderKL
 
     cfg = recipe.vae
     torch.manual_seed(recipe.seed + 1)
-    vae = AutoencoderKL(**cfg["config"])
+    vae = AutoencoderKL(**cfg["config"]).to(device)
     stream = SceneStream(recipe.seed + 1, recipe.image_size)
     steps = int(cfg["steps"])
-    opt, schedule = _optimizer(vae.parameters(), float(cfg["learning_rate"]), steps, max(1, steps // 20))
+    opt, schedule = _optimizer(vae.parameters(), cfg, steps, max(1, steps // 20))
     vae.train()
     for step in range(steps):
         x, _ = stream.batch(int(cfg["batch_size"]))
-        x = x * 2 - 1
+        x = x.to(device) * 2 - 1
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample()).sample
         rec_loss = F.mse_loss(recon, x) + F.l1_loss(recon, x)
@@ -143,7 +152,7 @@ def train_vae(recipe: Recipe, progress: Progress | None = None) -> Any:
         schedule.step()
         if progress:
             progress(step + 1, steps, {"loss": rec_loss.item()})
-    vae.eval()
+    vae = vae.to("cpu").eval()
     with torch.no_grad():
         x, _ = SceneStream(recipe.seed + 2, recipe.image_size).batch(256)
         latents = vae.encode(x * 2 - 1).latent_dist.mean
@@ -192,7 +201,9 @@ class TextToImage:
     scheduler: Any
 
 
-def train_text_to_image(recipe: Recipe, vae: Any, tokenizer: Any, progress: Progress | None = None) -> TextToImage:
+def train_text_to_image(
+    recipe: Recipe, vae: Any, tokenizer: Any, progress: Progress | None = None, device: str = "cpu"
+) -> TextToImage:
     """Train the text encoder and UNet together on frozen-VAE latents: epsilon loss, min-SNR weights, EMA weights."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -208,18 +219,18 @@ def train_text_to_image(recipe: Recipe, vae: Any, tokenizer: Any, progress: Prog
             pad_token_id=tokenizer.pad_token_id,
             **recipe.text_encoder,
         )
-    )
-    unet = UNet2DConditionModel(cross_attention_dim=recipe.text_encoder["hidden_size"], **cfg["config"])
+    ).to(device)
+    unet = UNet2DConditionModel(cross_attention_dim=recipe.text_encoder["hidden_size"], **cfg["config"]).to(device)
     noise_schedule = DDPMScheduler.from_config(recipe.scheduler["config"])
     alphas = noise_schedule.alphas_cumprod
-    snr = alphas / (1 - alphas)
+    snr = (alphas / (1 - alphas)).to(device)
     params = [*unet.parameters(), *text_encoder.parameters()]
     steps = int(cfg["steps"])
-    opt, schedule = _optimizer(params, float(cfg["learning_rate"]), steps, int(cfg["warmup_steps"]))
+    opt, schedule = _optimizer(params, cfg, steps, int(cfg["warmup_steps"]))
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     stream = SceneStream(recipe.seed + 3, recipe.image_size)
     generator = torch.Generator().manual_seed(recipe.seed + 3)
-    vae.eval().requires_grad_(False)
+    vae.to(device).eval().requires_grad_(False)
     scaling = float(vae.config.scaling_factor)
     batch_size = int(cfg["batch_size"])
     unet.train()
@@ -227,12 +238,13 @@ def train_text_to_image(recipe: Recipe, vae: Any, tokenizer: Any, progress: Prog
     for step in range(steps):
         x, scenes = stream.batch(batch_size)
         with torch.no_grad():
-            latents = vae.encode(x * 2 - 1).latent_dist.mean * scaling
+            latents = vae.encode(x.to(device) * 2 - 1).latent_dist.mean * scaling
         drop = torch.rand(batch_size, generator=generator) < float(cfg["uncond_probability"])
         texts = ["" if d else caption(s) for d, s in zip(drop.tolist(), scenes, strict=True)]
-        hidden = text_encoder(_tokens(tokenizer, texts)).last_hidden_state
-        noise = torch.randn(latents.shape, generator=generator)
-        t = torch.randint(0, len(alphas), (batch_size,), generator=generator)
+        hidden = text_encoder(_tokens(tokenizer, texts).to(device)).last_hidden_state
+        # Drawn on the CPU generator whatever the device, so every device sees the same noise and timesteps.
+        noise = torch.randn(latents.shape, generator=generator).to(device)
+        t = torch.randint(0, len(alphas), (batch_size,), generator=generator).to(device)
         noisy = noise_schedule.add_noise(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=hidden).sample
         weight = torch.clamp(snr[t], max=float(cfg["min_snr_gamma"])) / snr[t]
@@ -247,7 +259,7 @@ def train_text_to_image(recipe: Recipe, vae: Any, tokenizer: Any, progress: Prog
         _ema_update(ema_text, text_encoder, decay)
         if progress:
             progress(step + 1, steps, {"loss": loss.item()})
-    return TextToImage(tokenizer, ema_text, ema_unet, vae, _scheduler(recipe))
+    return TextToImage(tokenizer, ema_text.to("cpu"), ema_unet.to("cpu"), vae.to("cpu"), _scheduler(recipe))
 
 
 def save_pipeline(parts: TextToImage, folder: Path) -> None:
@@ -307,19 +319,19 @@ def _degrade(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (x + sigma * torch.randn(x.shape, generator=generator)).clamp(0, 1)
 
 
-def train_clip(recipe: Recipe, tokenizer: Any, progress: Progress | None = None) -> Any:
+def train_clip(recipe: Recipe, tokenizer: Any, progress: Progress | None = None, device: str = "cpu") -> Any:
     """Contrastive training with in-batch negatives plus NegCLIP-style hard negatives (one attribute changed)."""
     import open_clip
 
     cfg = recipe.clip
     torch.manual_seed(recipe.seed + 4)
-    model = open_clip.CLIP(**clip_model_config(recipe, len(tokenizer)))
+    model = open_clip.CLIP(**clip_model_config(recipe, len(tokenizer))).to(device)
     stream = SceneStream(recipe.seed + 4, recipe.image_size)
     rng = np.random.default_rng(recipe.seed + 4)
     generator = torch.Generator().manual_seed(recipe.seed + 4)
     steps, batch_size = int(cfg["steps"]), int(cfg["batch_size"])
     hard, partial_p = int(cfg["hard_negatives"]), float(cfg["partial_caption_probability"])
-    opt, schedule = _optimizer(model.parameters(), float(cfg["learning_rate"]), steps, int(cfg["warmup_steps"]))
+    opt, schedule = _optimizer(model.parameters(), cfg, steps, int(cfg["warmup_steps"]))
     model.train()
     for step in range(steps):
         x, scenes = stream.batch(batch_size)
@@ -327,10 +339,10 @@ def train_clip(recipe: Recipe, tokenizer: Any, progress: Progress | None = None)
         for scene in scenes:
             positives.append(partial_caption(scene, rng) if rng.random() < partial_p else caption(scene))
             negatives += [caption(perturb(scene.spec(), rng)) for _ in range(hard)]
-        images = model.encode_image(_normalise(_degrade(x, generator)), normalize=True)
-        texts = model.encode_text(_tokens(tokenizer, positives + negatives), normalize=True)
+        images = model.encode_image(_normalise(_degrade(x, generator)).to(device), normalize=True)
+        texts = model.encode_text(_tokens(tokenizer, positives + negatives).to(device), normalize=True)
         logits = model.logit_scale.exp() * images @ texts.T
-        target = torch.arange(batch_size)
+        target = torch.arange(batch_size, device=device)
         loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits[:, :batch_size].T, target)) / 2
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -340,7 +352,7 @@ def train_clip(recipe: Recipe, tokenizer: Any, progress: Progress | None = None)
             model.logit_scale.clamp_(0, math.log(100))
         if progress:
             progress(step + 1, steps, {"loss": loss.item()})
-    return model.eval()
+    return model.to("cpu").eval()
 
 
 def save_clip(model: Any, tokenizer: Any, config: dict[str, Any], folder: Path) -> None:
@@ -363,3 +375,18 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn()
     return result, time.perf_counter() - start
+
+
+def check_device(name: str) -> str:
+    """``name`` if torch can train on that device here; otherwise a ValueError that says why."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"unknown device {name!r}: {exc}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} is not available: this torch build sees no CUDA GPU")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} is not available: this torch build sees no Apple GPU")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported for training; use cpu, cuda[:N] or mps")
+    return name
