@@ -107,14 +107,15 @@ def _model_folders(models: str | None) -> tuple[Path, Path]:
 
 def format_report(report: dict[str, Any]) -> list[str]:
     """The evaluation figures as printable lines, one column per held-out set, with the issue's targets."""
-    from tasks.demo.cards import MEASURES, format_measure
+    from tasks.demo.cards import MEASURES, format_measure, meets
 
     names = list(report["sets"])
     width = max(len(label) for _, label, _ in MEASURES)
     lines = [" " * width + "".join(f"{n:>16}" for n in names) + "   target"]
     for key, label, target in MEASURES:
         values = "".join(f"{format_measure(key, report['sets'][n].get(key)):>16}" for n in names)
-        lines.append(f"{label:{width}}{values}   {target}")
+        missed = [n for n in names if target and not meets(target, report["sets"][n].get(key))]
+        lines.append(f"{label:{width}}{values}   {target}" + (f"  below on {', '.join(missed)}" if missed else ""))
     for name in names:
         kinds = report["sets"][name]["clip_pick_by_kind"]
         lines.append(

@@ -18,6 +18,7 @@ from conftest import PACKAGED_DEFAULT_POLICY, work_ledger, write
 from flows.cli import main
 from policies.model import load_policy
 from tasks.demo.checker import check
+from tasks.demo.evaluate import round_trip, spearman
 from tasks.demo.shapes import caption, perturb, perturbations, render, scenes
 from tasks.embedded import DEMO_CLIP, DEMO_PIPELINE, resolve_embedded
 from tasks.safety.images import screen_images
@@ -71,21 +72,31 @@ def test_matching_caption_scores_higher_than_mismatched(scorer: Any, tmp_path: P
     assert wins / total >= 0.9, f"true caption preferred in {wins}/{total} one-change comparisons"
 
 
-def test_generated_images_follow_one_object_prompts(pipeline: Any) -> None:
-    # One object: what the demo generator does well (two-object prompts are its weak spot; see the model card).
-    prompts = [caption(s) for s in scenes(200, seed=405, split="train") if len(s.objects) == 1][:12]
+@pytest.mark.parametrize(("objects", "at_least"), [(1, 10), (2, 6)])
+def test_generated_images_follow_prompts(pipeline: Any, objects: int, at_least: int) -> None:
+    prompts = [caption(s) for s in scenes(200, seed=405, split="train") if len(s.objects) == objects][:12]
     results = [check(image, p) for image, p in zip(_generate(pipeline, prompts, 405), prompts, strict=True)]
     matched = sum(r.colour_ok and r.shape_ok for r in results)
-    assert matched >= 6, "\n".join(f"{p}: {r.details}" for p, r in zip(prompts, results, strict=True))
+    assert matched >= at_least, "\n".join(f"{p}: {r.details}" for p, r in zip(prompts, results, strict=True))
+
+
+def test_autoencoder_round_trip_keeps_colours_and_shapes(pipeline: Any) -> None:
+    held = list(scenes(24, seed=409, split="train"))
+    decoded = round_trip(pipeline.vae, [render(s) for s in held])
+    results = [check(im, caption(s)) for im, s in zip(decoded, held, strict=True)]
+    assert sum(r.colour_ok and r.shape_ok for r in results) >= 18, [r.details for r in results if not r.matches]
 
 
 def test_clip_ranks_a_generated_batch_like_the_checker(pipeline: Any, scorer: Any, tmp_path: Path) -> None:
-    prompt = "a purple star left of a green circle on a white background"
-    images = _generate(pipeline, [prompt] * 8, 406)
-    scores = encode_images(scorer, _save(images, tmp_path), batch_size=8) @ encode_texts(scorer, [prompt])[0]
-    graded = [(r.colour_ok + r.shape_ok + r.relation_ok) / 3 for r in (check(im, prompt) for im in images)]
-    best = int(np.argmax(scores))
-    assert graded[best] == max(graded), f"CLIP's top image scores {graded[best]} by the checker; best is {max(graded)}"
+    prompts = [caption(s) for s in scenes(40, seed=406, split="train") if len(s.objects) == 2][:6]
+    batch = [p for p in prompts for _ in range(4)]  # four candidates per prompt, as a run would make
+    images = _generate(pipeline, batch, 406)
+    vectors = encode_images(scorer, _save(images, tmp_path), batch_size=8)
+    scores = (vectors * encode_texts(scorer, batch)).sum(axis=1)
+    graded = np.array([(r.colour_ok + r.shape_ok + r.relation_ok) / 3 for r in map(check, images, batch)])
+    assert spearman(scores, graded) > 0.2  # measured 0.38 here, 0.53 over 160 images in the model card
+    picked = graded.reshape(-1, 4)[np.arange(len(prompts)), scores.reshape(-1, 4).argmax(axis=1)]
+    assert picked.mean() >= graded.mean(), f"CLIP's picks score {picked.mean():.2f}, all images {graded.mean():.2f}"
 
 
 def test_unsafe_demo_shape_is_flagged_by_the_default_policy(scorer: Any, tmp_path: Path) -> None:

@@ -89,6 +89,13 @@ def test_recipe_variants_and_unknown_names() -> None:
         load_recipe("fast")
 
 
+def test_targets_are_checked_as_written() -> None:
+    from tasks.demo.cards import meets
+
+    assert meets(">= 80%", 0.8) and not meets(">= 80%", 0.799) and not meets(">= 80%", None)
+    assert meets("> 0", 0.01) and not meets("> 0", 0.0) and not meets("> 0", -0.135)
+
+
 def test_learning_rate_schedules() -> None:
     assert lr_factor(0, 100, 10, "constant") == pytest.approx(0.1) and lr_factor(9, 100, 10, "cosine") == 1.0
     assert lr_factor(99, 100, 10, "constant") == 1.0

@@ -78,6 +78,13 @@ MEASURES: tuple[tuple[str, str, str], ...] = (
 SET_TITLES = {"unseen_scenes": "Unseen scenes", "unseen_pairs": "Unseen colour-shape pairs"}
 
 
+def meets(target: str, value: float | None) -> bool:
+    """Whether ``value`` meets a target written as '>= 80%' or '> 0' (a missing value never does)."""
+    operator, number = target.split()
+    goal = float(number.rstrip("%")) / (100 if number.endswith("%") else 1)
+    return value is not None and (value >= goal if operator == ">=" else value > goal)
+
+
 def format_measure(key: str, value: float | None) -> str:
     """A measure as text: the correlation as a number, everything else as a percentage."""
     if value is None:
@@ -104,11 +111,10 @@ def _evaluation_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"| {label} | {values} | {target} |")
     lines.append("")
     for key, label, target in MEASURES:
-        if target.startswith(">="):
-            goal = float(target.split()[1].rstrip("%")) / 100
-            missed = [SET_TITLES.get(n, n) for n in names if (report["sets"][n].get(key) or 0.0) < goal]
+        if target:
+            missed = [SET_TITLES.get(n, n) for n in names if not meets(target, report["sets"][n].get(key))]
             if missed:
-                lines.append(f"**Below target** ({target}): {label[0].lower() + label[1:]} on {', '.join(missed)}.")
+                lines.append(f"**Below target** ({target}): {label} on {', '.join(missed)}.")
     lines.append("")
     for name in names:
         part = report["sets"][name]
