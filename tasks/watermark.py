@@ -61,15 +61,16 @@ Image handling
 Methods (numbers from benchmarks/watermark_robustness.py, 7 photos + 9 procedural images)
 -----------------------------------------------------------------------------------------
 * ``dwtDctSvd`` (default): quantises the largest singular value of each block's DCT. Clean round trip
-  on every image; JPEG q90 and resize-then-scale-back ~100%, JPEG q75 57-89%, JPEG q50, WebP q80,
-  crop and brightness +-20% mostly lost. ~65 ms embed / ~37 ms decode at 512², ~0.3 s / 0.15 s at 1024².
+  on every image; JPEG q90 and resize-then-scale-back 100%, JPEG q75 89-100%, JPEG q50 0-100% and
+  WebP q80 33-67% (better at 1024²), crop and brightness +-20% mostly lost. ~58 ms embed / ~36 ms decode
+  at 512², ~0.25 s / 0.15 s at 1024².
 * ``dwtDct``: despite its name it applies no DCT; it quantises the largest of the 16 samples of each
   block, so in smooth chroma the maximum moves and bits flip: clean round trips fail on most images
   with a 64-bit payload (``embed_verified`` refuses them). Only for strongly textured images.
 * ``rivaGan``: a neural encoder/decoder (ONNX). The most robust on photographs (crop, brightness,
   0.75x resize as-is), but its clean round trip fails on flat, synthetic-looking images, its payload
-  is 32 bits (weaker check, keys up to 65,535), and it costs ~1 s per embed or decode at 512² and
-  5-7 s at 1024² on CPU.
+  is 32 bits (weaker check, keys up to 65,535), and it costs ~0.6 s per embed or decode at 512² and
+  3-3.5 s at 1024² on CPU.
 
 Heavy imports (numpy, cv2, pywt, imwatermark, which imports torch, and onnxruntime) happen inside the
 functions that need them, so importing this module is cheap. The rivaGan ONNX models load once per
