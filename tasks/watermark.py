@@ -372,6 +372,11 @@ def _u_delta(bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod) -> n
 
     quantiser_class = EmbedDwtDctSvd if method is WatermarkMethod.DWT_DCT_SVD else EmbedMaxDct
     quantiser = quantiser_class(watermarks=list(bits), wmLen=len(bits), block=4)
+    if not callable(getattr(quantiser, "encode_frame", None)):
+        raise WatermarkError(
+            f"this invisible-watermark release has no {quantiser_class.__name__}.encode_frame, the block quantiser "
+            f"AssetMint writes {method.value} marks with; install invisible-watermark 0.2.x"
+        )
     rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
     u = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[:rows, :cols, 1].astype(np.float64)
     approx, _ = pywt.dwt2(u, "haar")

@@ -228,6 +228,16 @@ def test_embedding_keeps_the_library_bits_with_smaller_changes(photo: Image.Imag
     assert np.array_equal(ours[:, :, 2][in_gamut], bgr[:, :, 2][in_gamut])  # a U-only change leaves red alone
 
 
+def test_a_library_without_the_block_quantiser_is_a_clear_error(
+    photo: Image.Image, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imwatermark.dwtDctSvd import EmbedDwtDctSvd
+
+    monkeypatch.delattr(EmbedDwtDctSvd, "encode_frame")
+    with pytest.raises(WatermarkError, match="no EmbedDwtDctSvd.encode_frame, the block quantiser .* 0.2.x"):
+        embed(photo, 1)
+
+
 @pytest.mark.parametrize("background", [(255, 255, 255), (250, 250, 250), (0, 0, 0), (255, 0, 0), (0, 255, 0)])
 def test_flat_backgrounds_at_the_ends_of_the_channels_carry_the_mark(background: tuple[int, int, int]) -> None:
     """White product backgrounds: the Y- and V-keeping change would clip there, the nearest in-gamut one does not."""
