@@ -62,8 +62,19 @@ def trust_anchors_for(policy: Policy) -> list[str]:
     return anchors
 
 
+def accepted_states(policy: Policy) -> tuple[str, ...]:
+    """The credential validation states the policy accepts: Trusted, plus Valid unless it requires trust."""
+    return ("Trusted",) if policy.finalize.require_trusted else ("Trusted", "Valid")
+
+
 def _watermark_method(report: Any, policy: Policy) -> str:
-    alg = (report.soft_binding or {}).get("alg", "") if report is not None else ""
+    """The decoder to use: the credential's soft-binding algorithm only when the policy accepts the credential.
+
+    Anyone can attach a credential naming another algorithm; letting it choose would hide our mark from the check.
+    """
+    if report is None or report.state not in accepted_states(policy):
+        return policy.watermark.method.value
+    alg = (report.soft_binding or {}).get("alg", "")
     if isinstance(alg, str) and alg.startswith(WATERMARK_ALG_PREFIX):
         return alg[len(WATERMARK_ALG_PREFIX) :]
     return policy.watermark.method.value
@@ -103,7 +114,7 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
     except ProvenanceError as exc:
         result.fail(f"the Content Credential cannot be read: {exc}")
     if report is not None:
-        accepted = ("Trusted",) if policy.finalize.require_trusted else ("Trusted", "Valid")
+        accepted = accepted_states(policy)
         if report.state == "NoManifest":
             result.fail("no Content Credential (C2PA manifest)")
         elif report.state not in accepted:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import run_isolated, work_ledger, write
+from conftest import PACKAGED_DEFAULT_POLICY, run_isolated, work_ledger, write
 from flows.cli import main
 
 MANIFEST = """\
@@ -172,3 +172,27 @@ def test_corrupt_or_missing_source_image_is_refused_without_a_final_file(tmp_pat
         assert not outcome.ok and str(source) in outcome.reason
         assert not final.exists()
         assert not final.parent.exists() or not any(final.parent.iterdir())  # no temporary left behind either
+
+
+@pytest.mark.parametrize(
+    ("state", "require_trusted", "method"),
+    [
+        ("Trusted", True, "rivaGan"),
+        ("Valid", True, "dwtDctSvd"),
+        ("Invalid", True, "dwtDctSvd"),
+        ("Valid", False, "rivaGan"),
+    ],
+)
+def test_only_an_accepted_credential_chooses_the_watermark_decoder(
+    state: str, require_trusted: bool, method: str
+) -> None:
+    from types import SimpleNamespace
+
+    from policies.model import load_policy
+    from tasks.finalize import WATERMARK_ALG_PREFIX
+    from tasks.verify import _watermark_method
+
+    policy = load_policy(PACKAGED_DEFAULT_POLICY)
+    policy.finalize.require_trusted = require_trusted
+    report = SimpleNamespace(state=state, soft_binding={"alg": f"{WATERMARK_ALG_PREFIX}rivaGan"})
+    assert _watermark_method(report, policy) == method
