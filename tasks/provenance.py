@@ -867,6 +867,11 @@ def read_and_validate(signed: bytes, mime: str, trust_anchors: list[Path] | list
     return _report_from_store(store)
 
 
+def accepted_states(require_trusted: bool) -> tuple[str, ...]:
+    """The validation states a credential may have to be accepted: Trusted, plus Valid unless trust is required."""
+    return ("Trusted",) if require_trusted else ("Trusted", "Valid")
+
+
 def sign_and_validate(
     image_bytes: bytes,
     mime: str,
@@ -884,7 +889,7 @@ def sign_and_validate(
     signed = sign_asset(image_bytes, mime, manifest_definition, signer)
     anchors = signer.trust_anchors if trust_anchors is None else trust_anchors
     report = read_and_validate(signed, mime, anchors)
-    allowed = ("Trusted",) if require_trusted else ("Trusted", "Valid")
+    allowed = accepted_states(require_trusted)
     if report.state not in allowed:
         hint = ""
         if report.state == "Valid" and UNTRUSTED_CODE in report.status_codes:

@@ -62,17 +62,14 @@ def trust_anchors_for(policy: Policy) -> list[str]:
     return anchors
 
 
-def accepted_states(policy: Policy) -> tuple[str, ...]:
-    """The credential validation states the policy accepts: Trusted, plus Valid unless it requires trust."""
-    return ("Trusted",) if policy.finalize.require_trusted else ("Trusted", "Valid")
-
-
 def _watermark_method(report: Any, policy: Policy) -> str:
     """The decoder to use: the credential's soft-binding algorithm only when the policy accepts the credential.
 
     Anyone can attach a credential naming another algorithm; letting it choose would hide our mark from the check.
     """
-    if report is None or report.state not in accepted_states(policy):
+    from tasks.provenance import accepted_states
+
+    if report is None or report.state not in accepted_states(policy.finalize.require_trusted):
         return policy.watermark.method.value
     alg = (report.soft_binding or {}).get("alg", "")
     if isinstance(alg, str) and alg.startswith(WATERMARK_ALG_PREFIX):
@@ -114,7 +111,7 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
     except ProvenanceError as exc:
         result.fail(f"the Content Credential cannot be read: {exc}")
     if report is not None:
-        accepted = accepted_states(policy)
+        accepted = provenance.accepted_states(policy.finalize.require_trusted)
         if report.state == "NoManifest":
             result.fail("no Content Credential (C2PA manifest)")
         elif report.state not in accepted:
