@@ -275,7 +275,6 @@ _rivagan_ready = False
 _U_GRADIENT_BGR = (0.492 * (1 - 0.114), 0.492 * -0.587, 0.492 * -0.299)  # dU per unit change of B, G, R
 # The U change that keeps Y and V: dB = 2.032 dU, dG = -0.395 dU, dR = 0 (OpenCV's YUV -> BGR gains).
 _U_DIRECTION_BGR = (2.032, -0.395, 0.0)
-_DWT_SCALE = 36  # invisible-watermark's quantisation step for the U channel (its default for both dwt methods)
 
 
 def _load_rivagan() -> None:
@@ -372,16 +371,18 @@ def _u_delta(bgr: np.ndarray, bits: Sequence[int], method: WatermarkMethod) -> n
 
     quantiser_class = EmbedDwtDctSvd if method is WatermarkMethod.DWT_DCT_SVD else EmbedMaxDct
     quantiser = quantiser_class(watermarks=list(bits), wmLen=len(bits), block=4)
-    if not callable(getattr(quantiser, "encode_frame", None)):
+    scales = getattr(quantiser, "_scales", None)
+    if not callable(getattr(quantiser, "encode_frame", None)) or not isinstance(scales, list) or len(scales) < 2:
         raise WatermarkError(
-            f"this invisible-watermark release has no {quantiser_class.__name__}.encode_frame, the block quantiser "
-            f"AssetMint writes {method.value} marks with; install invisible-watermark 0.2.x"
+            f"this invisible-watermark release has no {quantiser_class.__name__}.encode_frame and _scales, the block "
+            f"quantiser AssetMint writes {method.value} marks with; install invisible-watermark 0.2.x"
         )
     rows, cols = bgr.shape[0] // 4 * 4, bgr.shape[1] // 4 * 4
     u = cv2.cvtColor(bgr, cv2.COLOR_BGR2YUV)[:rows, :cols, 1].astype(np.float64)
     approx, _ = pywt.dwt2(u, "haar")
     marked = approx.copy()
-    quantiser.encode_frame(marked, _DWT_SCALE)
+    # The library's own U-channel step, the one its decoder assumes (36 in 0.2.x for both dwt methods).
+    quantiser.encode_frame(marked, scales[1])
     zeros = np.zeros_like(approx)
     delta = np.zeros(bgr.shape[:2], dtype=np.float64)
     delta[:rows, :cols] = pywt.idwt2((marked - approx, (zeros, zeros, zeros)), "haar")
