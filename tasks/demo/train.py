@@ -60,7 +60,7 @@ def load_recipe(variant: str = "full", path: Path = RECIPE_FILE) -> Recipe:
         for section, overrides in raw[variant].items():
             merged[section].update(overrides)
     for section in ("vae", "unet", "clip"):
-        kind = merged[section].get("lr_schedule", "cosine")
+        kind = merged[section].setdefault("lr_schedule", "cosine")
         if kind not in LR_SCHEDULES:
             raise ValueError(f"unknown lr_schedule {kind!r} in {section}; valid schedules: {', '.join(LR_SCHEDULES)}")
     return Recipe(
@@ -111,7 +111,7 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
 
 
 def _optimizer(params: Any, section: dict[str, Any], steps: int, warmup: int) -> tuple[torch.optim.Optimizer, Any]:
-    lr, kind = float(section["learning_rate"]), section.get("lr_schedule", "cosine")
+    lr, kind = float(section["learning_rate"]), section["lr_schedule"]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, kind))
     return opt, schedule
