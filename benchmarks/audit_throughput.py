@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from finalize_cost import photo_like  # noqa: E402
 
 from policies.model import load_policy  # noqa: E402
-from tasks import provenance, watermark  # noqa: E402
-from tasks.audit import run_audit  # noqa: E402
-from tasks.finalize import encode_delivery  # noqa: E402
-from tasks.ledger import Ledger  # noqa: E402
-from tasks.publish import LocalFolderTarget, PublishItem, S3Target  # noqa: E402
+from tasks.inspection.audit import run_audit  # noqa: E402
+from tasks.provenance import credentials as provenance
+from tasks.provenance import watermark  # noqa: E402
+from tasks.stages.finalize import encode_delivery  # noqa: E402
+from tasks.storage.ledger import Ledger  # noqa: E402
+from tasks.storage.publish import LocalFolderTarget, PublishItem, S3Target  # noqa: E402
 
 
 def build_assets(folder: Path, count: int, policy, signer) -> list[PublishItem]:

@@ -47,8 +47,8 @@ def raw_loop(prompts: int, per_prompt: int, size: int, steps: int, batch: int, o
     import torch
     from diffusers import DiffusionPipeline
 
-    from tasks.batch_invariance import make_batch_invariant
-    from tasks.embedded import ensure_embedded_pipeline
+    from tasks.stages.batch_invariance import make_batch_invariant
+    from tasks.stages.embedded import ensure_embedded_pipeline
 
     pipe = DiffusionPipeline.from_pretrained(ensure_embedded_pipeline(), dtype=torch.float32)
     pipe.set_progress_bar_config(disable=True)
@@ -75,7 +75,7 @@ def raw_loop(prompts: int, per_prompt: int, size: int, steps: int, batch: int, o
 def flow_generation(manifest: Path, policy: Path) -> tuple[float, float]:
     """Run the batch flow in-process; returns (generation seconds, whole-flow seconds)."""
     from flows.batch import batch_flow
-    from tasks import progress
+    from tasks.core import progress
 
     marks: dict[str, float] = {}
 

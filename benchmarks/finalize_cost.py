@@ -16,8 +16,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from policies.model import load_policy
-from tasks import provenance, watermark
-from tasks.finalize import FinalizeJob, encode_delivery, finalize_many
+from tasks.provenance import credentials as provenance
+from tasks.provenance import watermark
+from tasks.stages.finalize import FinalizeJob, encode_delivery, finalize_many
 
 
 def photo_like(size: int, seed: int) -> Image.Image:

@@ -34,8 +34,8 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks import watermark as wm  # noqa: E402
-from tasks.watermark import WatermarkMethod  # noqa: E402
+from tasks.provenance import watermark as wm  # noqa: E402
+from tasks.provenance.watermark import WatermarkMethod  # noqa: E402
 
 PHOTO_NAMES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 LANCZOS = Image.Resampling.LANCZOS

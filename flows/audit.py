@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.audit import VERDICTS, AuditResult, AuditSummary
+from tasks.inspection.audit import VERDICTS, AuditResult, AuditSummary
 
 DEFAULT_SERVE_PORT = 8790
 _PREFECT_OBJECTS: dict[str, Any] = {}
@@ -29,7 +29,7 @@ def _port(value: str) -> int:
 def _open_json_lines(path: str | None) -> Any:
     if not path:
         return None
-    from tasks.errors import AssetMintError
+    from tasks.core.errors import AssetMintError
 
     target = Path(path)
     try:
@@ -48,9 +48,9 @@ def _audit_objects(
 ) -> AuditSummary:
     """List, audit and record every object; stream JSON lines; write the HTML report."""
     from policies.model import load_policy
-    from tasks.audit import run_audit
-    from tasks.audit_report import write_html
-    from tasks.ledger import Ledger
+    from tasks.inspection.audit import run_audit
+    from tasks.inspection.audit_report import write_html
+    from tasks.storage.ledger import Ledger
 
     policy = load_policy(Path(policy_path) if policy_path else None)
     ledger = Ledger.open(policy.ledger_url())
@@ -98,7 +98,7 @@ def _audit_flow(
     With `fail_on_failures` (for scheduled deployments) the flow run ends Failed when any published or finalized
     object is neither verified nor recovered, so that Prefect automations can alert on it.
     """
-    from tasks.errors import AssetMintError
+    from tasks.core.errors import AssetMintError
 
     targets = [target] if isinstance(target, str) else list(target)
     summary = _prefect_objects()["audit_task"](targets, policy, json_lines, html)
@@ -138,7 +138,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.cli import _console, _rate_column_class, _RichProgress, escape
-    from tasks import progress
+    from tasks.core import progress
 
     console = _console()
     columns = (
@@ -178,7 +178,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from policies.model import load_policy
-    from tasks.soft_binding_api import create_app
+    from tasks.web.soft_binding_api import create_app
 
     policy = load_policy(Path(args.policy) if args.policy else None)
     print(f"Soft-binding resolution API on http://{args.host}:{args.port} (read-only; Ctrl-C to stop)")

@@ -9,10 +9,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.publish import publish_task
-from tasks import delivery, runs
-from tasks.runs import RunContext, RunSummary
-from tasks.states import RunStatus
-from tasks.workdir import run_lock
+from tasks.core.states import RunStatus
+from tasks.stages import delivery, runs
+from tasks.stages.runs import RunContext, RunSummary
+from tasks.storage.workdir import run_lock
 
 prepare_task = task(runs.load_context, name="prepare-run", cache_policy=NO_CACHE)
 start_task = task(runs.start_run, name="record-plan", cache_policy=NO_CACHE)

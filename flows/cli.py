@@ -13,7 +13,7 @@ from typing import Any
 from flows.audit import add_audit_commands
 from flows.models import add_models_commands
 from flows.review import add_review_command
-from tasks.errors import AssetMintError
+from tasks.core.errors import AssetMintError
 
 EXIT_USAGE = 2
 
@@ -50,8 +50,8 @@ def _console() -> Any:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Validate a manifest (and the policy limits it must respect)."""
     from policies.model import load_policy
-    from tasks.limits import check_plan
-    from tasks.manifest import load_plan
+    from tasks.core.limits import check_plan
+    from tasks.core.manifest import load_plan
 
     plan = load_plan(Path(args.manifest))
     check_plan(plan, load_policy(_path(args.policy)))
@@ -64,8 +64,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from policies.model import load_policy
-    from tasks.limits import check_plan
-    from tasks.manifest import load_plan
+    from tasks.core.limits import check_plan
+    from tasks.core.manifest import load_plan
 
     plan = load_plan(Path(args.manifest))
     check_plan(plan, load_policy(_path(args.policy)))
@@ -101,7 +101,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def _schema(kind: str) -> dict[str, Any]:
     if kind == "manifest":
-        from tasks.manifest import manifest_json_schema
+        from tasks.core.manifest import manifest_json_schema
 
         return manifest_json_schema()
     from policies.model import policy_json_schema
@@ -143,8 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run the batch flow on a manifest with a live progress display and a closing summary."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from tasks import progress
-    from tasks.runs import load_context
+    from tasks.core import progress
+    from tasks.stages.runs import load_context
 
     _RateColumn = _rate_column_class()
     console = _console()
@@ -200,7 +200,7 @@ def _print_summary(console: Any, summary: Any) -> None:
 
 def _ledger(policy_path: str | None) -> Any:
     from policies.model import load_policy
-    from tasks.ledger import Ledger
+    from tasks.storage.ledger import Ledger
 
     return Ledger.open(load_policy(_path(policy_path)).ledger_url())
 
@@ -229,7 +229,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Show a run (its ranking per prompt) or one candidate (every parameter and its history)."""
-    from tasks.errors import LedgerError
+    from tasks.core.errors import LedgerError
 
     ledger = _ledger(args.policy)
     console = _console()
@@ -317,8 +317,8 @@ def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Regenerate a candidate from its ledger record and report whether its pixels match."""
-    from tasks.errors import LedgerError
-    from tasks.replay import replay_candidate
+    from tasks.core.errors import LedgerError
+    from tasks.stages.replay import replay_candidate
 
     ledger = _ledger(args.policy)
     matches = [r for r in ledger.find_candidates(args.asset_id) if args.run is None or r.run_id == args.run]
@@ -345,7 +345,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.finalize import finalize_flow
-    from tasks import progress
+    from tasks.core import progress
 
     console = _console()
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -364,7 +364,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.publish import publish_flow
-    from tasks import progress
+    from tasks.core import progress
 
     console = _console()
     columns = (TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -383,8 +383,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify files' Content Credentials and watermarks against the ledger; exit 1 when any file fails."""
     from policies.model import load_policy
-    from tasks.ledger import Ledger
-    from tasks.verify import trust_anchors_for, verify_file
+    from tasks.inspection.verify import trust_anchors_for, verify_file
+    from tasks.storage.ledger import Ledger
 
     policy = load_policy(_path(args.policy))
     ledger_url = policy.ledger_url()
@@ -438,8 +438,8 @@ def cmd_safety_eval(args: argparse.Namespace) -> int:
     from functools import partial
 
     from policies.model import load_policy
-    from tasks.safety.evaluate import evaluate
-    from tasks.score import encode_images, encode_texts, load_scorer
+    from tasks.stages.safety.evaluate import evaluate
+    from tasks.stages.score import encode_images, encode_texts, load_scorer
 
     policy = load_policy(_path(args.policy))
     scorer = load_scorer(policy.scoring.clip_model)
@@ -456,7 +456,7 @@ def cmd_safety_eval(args: argparse.Namespace) -> int:
 
 def cmd_keys_init(args: argparse.Namespace) -> int:
     """Create development signing keys (untrusted for production) in the user config directory."""
-    from tasks.keys import init_dev_keys
+    from tasks.provenance.keys import init_dev_keys
 
     _print_keys(init_dev_keys(force=args.force, algorithm=args.algorithm), "created")
     return 0
@@ -464,7 +464,7 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     """Show the development signing keys."""
-    from tasks.keys import show_dev_keys
+    from tasks.provenance.keys import show_dev_keys
 
     _print_keys(show_dev_keys(), "found")
     return 0

@@ -8,8 +8,8 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from policies.model import Policy, load_policy
-from tasks import delivery, runs
-from tasks.workdir import run_lock
+from tasks.stages import delivery, runs
+from tasks.storage.workdir import run_lock
 
 finalize_approved_task = task(delivery.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
 

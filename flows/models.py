@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import AssetMintError
+from tasks.core.errors import AssetMintError
 
 
 def add_models_commands(subparsers: Any) -> None:
@@ -36,7 +36,7 @@ def add_models_commands(subparsers: Any) -> None:
 
 def cmd_models_init(args: argparse.Namespace) -> int:
     """Build the tiny random embedded models into the user cache."""
-    from tasks.embedded import build_all
+    from tasks.stages.embedded import build_all
 
     for name, path in build_all(force=args.force).items():
         print(f"{name}: {path}")
@@ -71,7 +71,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 
     from flows.cli import _RichProgress
     from flows.train_demo import train_demo_models_flow
-    from tasks import progress
+    from tasks.core import progress
     from tasks.demo import CLIP_DIR, PIPELINE_DIR
     from tasks.demo.train import check_device, load_recipe
 
@@ -99,7 +99,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
 
 def _model_folders(models: str | None) -> tuple[Path, Path]:
     from tasks.demo import CLIP_DIR, PIPELINE_DIR, model_folder
-    from tasks.embedded import SHIPPED_MODELS
+    from tasks.stages.embedded import SHIPPED_MODELS
 
     root = Path(models).expanduser() if models else SHIPPED_MODELS
     return model_folder(root, PIPELINE_DIR), model_folder(root, CLIP_DIR)
@@ -127,9 +127,9 @@ def format_report(report: dict[str, Any]) -> list[str]:
 
 def cmd_models_eval(args: argparse.Namespace) -> int:
     """Evaluate the demo models on held-out data and print the figures; optionally record them in the cards."""
+    from tasks.core.files import write_atomic
     from tasks.demo.cards import write_cards
     from tasks.demo.evaluate import EvalSettings, evaluate
-    from tasks.files import write_atomic
 
     pipeline_dir, clip_dir = _model_folders(args.models)
     if args.quick and args.write_cards:

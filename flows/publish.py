@@ -9,10 +9,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.finalize import policy_for_run
 from policies.model import Policy
-from tasks import delivery
-from tasks.delivery import PublishOutcome
-from tasks.publish import PublishTargetError
-from tasks.workdir import run_lock
+from tasks.stages import delivery
+from tasks.stages.delivery import PublishOutcome
+from tasks.storage.publish import PublishTargetError
+from tasks.storage.workdir import run_lock
 
 
 def only_transient_failures(_task: Any, _task_run: Any, state: Any) -> bool:

@@ -10,7 +10,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import AssetMintError
+from tasks.core.errors import AssetMintError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -83,9 +83,9 @@ def cmd_review(args: argparse.Namespace) -> int:
     import uvicorn
 
     from policies.model import Policy, load_policy
-    from tasks.errors import ReviewError
-    from tasks.ledger import Ledger
-    from tasks.review.app import create_app
+    from tasks.core.errors import ReviewError
+    from tasks.storage.ledger import Ledger
+    from tasks.web.review.app import create_app
 
     policy = load_policy(Path(args.policy) if args.policy else None)
     ledger_url = policy.ledger_url()

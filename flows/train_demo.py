@@ -10,9 +10,9 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks import progress
+from tasks.core import progress
+from tasks.core.files import write_atomic
 from tasks.demo import CLIP_DIR, PIPELINE_DIR, TRAINING_RECORD, train
-from tasks.files import write_atomic
 
 
 def _reporter(stage: str, losses: list[float]) -> train.Progress:

@@ -17,8 +17,8 @@ from policies.review import ReviewPolicy
 from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
-from tasks.errors import PolicyError
-from tasks.yamlfile import json_schema, load_yaml, validate_yaml
+from tasks.core.errors import PolicyError
+from tasks.core.yamlfile import json_schema, load_yaml, validate_yaml
 
 POLICY_ENV = "ASSETMINT_POLICY"
 DEFAULT_POLICY_NAME = "default.yaml"

@@ -134,6 +134,6 @@ class PublishPolicy(BaseModel):
     @field_validator("target")
     @classmethod
     def _valid_target(cls, target: str) -> str:
-        from tasks.publish import check_target_syntax
+        from tasks.storage.publish import check_target_syntax
 
         return check_target_syntax(target)

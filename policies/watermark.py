@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.watermark import MIN_SIDE, WatermarkMethod
+from tasks.provenance.watermark import MIN_SIDE, WatermarkMethod
 
 Side = Annotated[int, Field(ge=MIN_SIDE, le=65535)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.ledger import Ledger
+from tasks.storage.ledger import Ledger
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

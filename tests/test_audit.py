@@ -18,7 +18,7 @@ from PIL import Image
 
 from conftest import run_isolated, work_ledger, write
 from flows.cli import main
-from tasks.ledger import AssetRow, Ledger
+from tasks.storage.ledger import AssetRow, Ledger
 
 MANIFEST = """\
 campaign: {id: aud, name: Audit}
@@ -105,9 +105,9 @@ def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[
 
 
 def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None:
-    from tasks import provenance
-    from tasks.audit import manifest_store_bytes
-    from tasks.finalize import WATERMARK_ALG_PREFIX
+    from tasks.inspection.audit import manifest_store_bytes
+    from tasks.provenance import credentials as provenance
+    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 
     a, b = _pngs(env)
     jpeg = next(x for x in env["assets"] if x.mime == "image/jpeg")
@@ -178,7 +178,7 @@ def test_s3_prefix_with_metadata_cross_check(env: dict[str, Any], tmp_path: Path
     import boto3
 
     from policies.model import load_policy
-    from tasks.publish import PublishItem, S3Target
+    from tasks.storage.publish import PublishItem, S3Target
 
     prefix = f"audit-{uuid.uuid4().hex[:8]}"
     policy = load_policy(env["policy"])
@@ -240,7 +240,7 @@ def test_audit_flow_returns_counts(env: dict[str, Any], tmp_path: Path) -> None:
 
 def test_signer_outside_the_trust_anchors_is_untrusted(env: dict[str, Any]) -> None:
     from policies.model import load_policy
-    from tasks.audit import AuditResult, audit_bytes, make_context
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
 
     policy = load_policy(env["policy"])
     ctx = make_context(policy, Ledger.open(policy.ledger_url()))
@@ -262,7 +262,7 @@ def test_registering_the_commands_does_not_import_prefect() -> None:
 
 def test_an_access_error_is_that_objects_verdict(env: dict[str, Any]) -> None:
     from policies.model import load_policy
-    from tasks.audit import AuditItem, audit_items, make_context
+    from tasks.inspection.audit import AuditItem, audit_items, make_context
 
     def denied() -> tuple[bytes, dict[str, str]]:
         raise PermissionError("AccessDenied")
@@ -280,9 +280,9 @@ def test_an_access_error_is_that_objects_verdict(env: dict[str, Any]) -> None:
 
 def test_an_untrusted_credential_cannot_steer_the_watermark_decoder(env: dict[str, Any], tmp_path: Path) -> None:
     from policies.signing import SigningPolicy
-    from tasks import provenance
-    from tasks.finalize import WATERMARK_ALG_PREFIX
-    from tasks.keys import init_dev_keys
+    from tasks.provenance import credentials as provenance
+    from tasks.provenance.keys import init_dev_keys
+    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 
     a = _pngs(env)[0]
     pixels = io.BytesIO()

@@ -1,6 +1,6 @@
 """The shipped demo models mean something: CLIP prefers the right caption, images follow prompts, knives are caught.
 
-Everything here goes through the production code paths (``embedded:`` references, ``tasks.score``, the safety
+Everything here goes through the production code paths (``embedded:`` references, ``tasks.stages.score``, the safety
 screen, the batch flow) with the packaged weights; thresholds sit well below the measured figures in the model cards
 so that CPU-to-CPU numeric differences cannot flip them.
 """
@@ -20,9 +20,9 @@ from policies.model import load_policy
 from tasks.demo.checker import check
 from tasks.demo.evaluate import round_trip, spearman
 from tasks.demo.shapes import caption, perturb, perturbations, render, scenes
-from tasks.embedded import DEMO_CLIP, DEMO_PIPELINE, resolve_embedded
-from tasks.safety.images import screen_images
-from tasks.score import encode_images, encode_texts, load_scorer
+from tasks.stages.embedded import DEMO_CLIP, DEMO_PIPELINE, resolve_embedded
+from tasks.stages.safety.images import screen_images
+from tasks.stages.score import encode_images, encode_texts, load_scorer
 
 
 @pytest.fixture(scope="module")
@@ -142,9 +142,9 @@ def test_batch_flow_on_demo_models_selects_a_matching_image_and_flags_knives(tmp
 
 
 def test_clip_references_to_open_clip_folders(tmp_path: Path) -> None:
-    from tasks.embedded import SHIPPED_MODELS
-    from tasks.errors import ModelError
-    from tasks.score import resolve_clip
+    from tasks.core.errors import ModelError
+    from tasks.stages.embedded import SHIPPED_MODELS
+    from tasks.stages.score import resolve_clip
 
     shipped = SHIPPED_MODELS / "shapes-clip"
     assert resolve_clip(f"local-dir:{shipped}").model_name == f"local-dir:{shipped.resolve()}"
@@ -152,7 +152,7 @@ def test_clip_references_to_open_clip_folders(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="is not an open_clip model folder"):
         resolve_clip(f"local-dir:{tmp_path}")
     with pytest.raises(ModelError, match="is an embedded CLIP model, not a text-to-image pipeline"):
-        from tasks.models import resolve_model
+        from tasks.stages.models import resolve_model
 
         resolve_model(DEMO_CLIP)
 
@@ -170,8 +170,8 @@ def test_models_eval_prints_both_held_out_sets(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_missing_shipped_model_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks import embedded
-    from tasks.errors import ModelError
+    from tasks.core.errors import ModelError
+    from tasks.stages import embedded
 
     monkeypatch.setattr(embedded, "SHIPPED_MODELS", tmp_path)
     with pytest.raises(ModelError, match="embedded model 'embedded:shapes-sd' is missing: .* has no model_index.json"):

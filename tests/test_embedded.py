@@ -17,8 +17,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from tasks import embedded  # noqa: E402
-from tasks.errors import ModelError  # noqa: E402
+from tasks.core.errors import ModelError  # noqa: E402
+from tasks.stages import embedded  # noqa: E402
 
 PROMPTS = [
     "a photo of a red sneaker on a white background",
@@ -68,7 +68,7 @@ def _generate(pipe, seed: int, prompt: str = "a red sneaker", size: int = 256, s
 
 
 def test_module_imports_without_torch() -> None:
-    code = "import sys, tasks.embedded; sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)"
+    code = "import sys, tasks.stages.embedded; sys.exit('torch' in sys.modules or 'diffusers' in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 

@@ -118,7 +118,7 @@ def test_unknown_key_and_untrusted_signer(
     report = json.loads(capsys.readouterr().out)[0]
     assert any("resolves to no record" in p for p in report["problems"])
 
-    from tasks.keys import init_dev_keys
+    from tasks.provenance.keys import init_dev_keys
 
     other = init_dev_keys(tmp_path / "other-keys")
     policy = write(
@@ -145,7 +145,7 @@ def test_bad_signing_configuration_fails_before_generation(tmp_path: Path, capsy
 
 def test_corrupt_or_missing_source_image_is_refused_without_a_final_file(tmp_path: Path) -> None:
     from policies.model import load_policy
-    from tasks.finalize import FinalizeJob, finalize_one
+    from tasks.stages.finalize import FinalizeJob, finalize_one
 
     policy = load_policy()
     corrupt = tmp_path / "corrupt.png"
@@ -189,8 +189,8 @@ def test_only_an_accepted_credential_chooses_the_watermark_decoder(
     from types import SimpleNamespace
 
     from policies.model import load_policy
-    from tasks.finalize import WATERMARK_ALG_PREFIX
-    from tasks.verify import _watermark_method
+    from tasks.inspection.verify import _watermark_method
+    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 
     policy = load_policy(PACKAGED_DEFAULT_POLICY)
     policy.finalize.require_trusted = require_trusted

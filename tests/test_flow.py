@@ -10,10 +10,10 @@ import pytest
 
 from conftest import work_ledger, write
 from flows.cli import main
-from tasks import runs
-from tasks.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
-from tasks.ledger import Ledger
-from tasks.models import resolve_model
+from tasks.stages import runs
+from tasks.stages.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
+from tasks.stages.models import resolve_model
+from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: e2e, name: End to end}
@@ -200,8 +200,8 @@ def test_bad_input_leaves_the_ledger_untouched(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_second_run_of_the_same_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.manifest import load_plan
-    from tasks.workdir import run_lock
+    from tasks.core.manifest import load_plan
+    from tasks.storage.workdir import run_lock
 
     manifest = write(tmp_path / "m.yaml", MANIFEST)
     run_id = load_plan(manifest).run_id

@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
-from tasks.errors import SigningConfigError
-from tasks.keys import (
+from tasks.core.errors import SigningConfigError
+from tasks.provenance.keys import (
     CHAIN_FILE,
     KEY_FILE,
     TRUST_ANCHOR_FILE,

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.clock import FixedClock
-from tasks.errors import LedgerError, ReviewError
-from tasks.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
-from tasks.states import CandidateState, RunStatus
+from tasks.core.clock import FixedClock
+from tasks.core.errors import LedgerError, ReviewError
+from tasks.core.states import CandidateState, RunStatus
+from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
 
 
 def _planned(candidate_id: str, seed: int) -> PlannedCandidate:
@@ -174,7 +174,7 @@ def test_rejecting_a_flagged_candidate_does_not_clear_its_flag(tmp_path: Path) -
 
 
 def test_a_rejection_during_finalize_discards_the_signed_file(tmp_path: Path) -> None:
-    from tasks.ledger import FinalizedAsset
+    from tasks.storage.ledger import FinalizedAsset
 
     ledger = _screened(tmp_path, flagged=False)
     ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})

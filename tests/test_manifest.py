@@ -11,8 +11,8 @@ import yaml
 
 from conftest import REPO, write
 from flows.cli import main
-from tasks.errors import ManifestError
-from tasks.manifest import load_manifest, load_plan, manifest_json_schema
+from tasks.core.errors import ManifestError
+from tasks.core.manifest import load_manifest, load_plan, manifest_json_schema
 
 GOOD = """\
 campaign: {id: spring, name: Spring launch}

@@ -9,9 +9,9 @@ import pytest
 from conftest import write
 from flows.cli import main
 from policies.model import load_policy
-from tasks.errors import PolicyError
-from tasks.limits import check_plan
-from tasks.manifest import load_plan
+from tasks.core.errors import PolicyError
+from tasks.core.limits import check_plan
+from tasks.core.manifest import load_plan
 
 MANIFEST = """\
 campaign: {id: c, name: C}

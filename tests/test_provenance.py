@@ -14,9 +14,8 @@ from PIL import Image
 from pydantic import ValidationError
 
 from policies.signing import SigningPolicy
-from tasks.errors import ProvenanceError, SigningConfigError
-from tasks.keys import build_chain, cert_pem, key_pem
-from tasks.provenance import (
+from tasks.core.errors import ProvenanceError, SigningConfigError
+from tasks.provenance.credentials import (
     AssetFacts,
     ValidationReport,
     WatermarkFacts,
@@ -26,6 +25,7 @@ from tasks.provenance import (
     sign_and_validate,
     sign_asset,
 )
+from tasks.provenance.keys import build_chain, cert_pem, key_pem
 
 MIMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 PROMPT = "confidential spring campaign: a red bicycle leaning on a lighthouse at dawn"

@@ -21,7 +21,7 @@ from botocore.exceptions import (
 from pydantic import ValidationError
 
 from policies.publish import PublishPolicy
-from tasks.publish import (
+from tasks.storage.publish import (
     LocalFolderTarget,
     PublishConflictError,
     PublishItem,

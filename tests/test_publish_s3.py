@@ -16,7 +16,7 @@ import pytest
 
 from policies.publish import PublishPolicy
 from s3proxy import Fault, S3FaultProxy
-from tasks.publish import (
+from tasks.storage.publish import (
     SIDECAR_SUFFIX,
     PublishConflictError,
     PublishItem,

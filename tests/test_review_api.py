@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 from conftest import REPO, write
 from flows.cli import main
 from policies.model import Policy, load_policy
-from tasks.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
-from tasks.review.app import create_app
-from tasks.review.security import SECURITY_HEADERS
+from tasks.storage.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
+from tasks.web.review.app import create_app
+from tasks.web.review.security import SECURITY_HEADERS
 
 TOKEN = "review-test-token-0123456789abcdef"
 BASE = "http://127.0.0.1:8765"
@@ -458,7 +458,7 @@ def test_finalize_runs_one_at_a_time_per_run_and_shows_failures(
 ) -> None:
     import threading
 
-    from tasks.review import publish
+    from tasks.web.review import publish
 
     release = threading.Event()
 
@@ -503,7 +503,7 @@ def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict
     script = (
         "import argparse, sys\n"
         "from flows.review import add_review_command\n"
-        "from tasks.errors import AssetMintError\n"
+        "from tasks.core.errors import AssetMintError\n"
         "parser = argparse.ArgumentParser(prog='assetmint')\n"
         "parser.add_argument('--verbose', action='store_true')\n"
         "common = argparse.ArgumentParser(add_help=False)\n"

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from test_review_api import TOKEN, XSS_PROMPT, produce_run
 
-from tasks.ledger import Ledger, sqlite_url
+from tasks.storage.ledger import Ledger, sqlite_url
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -38,7 +38,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     import uvicorn
 
     from flows.review import bind
-    from tasks.review.app import create_app
+    from tasks.web.review.app import create_app
 
     root = tmp_path_factory.mktemp("review-browser")
     made = produce_run(root, model_cache)

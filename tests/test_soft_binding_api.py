@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import write
 from flows.cli import main
-from tasks.ledger import Ledger
+from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: sba, name: Soft binding}
@@ -29,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     from fastapi.testclient import TestClient
 
     from policies.model import load_policy
-    from tasks.soft_binding_api import create_app
+    from tasks.web.soft_binding_api import create_app
 
     root = tmp_path_factory.mktemp("sba")
     policy_path = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
@@ -71,7 +71,7 @@ def test_by_binding_finds_the_published_manifest(served: dict[str, Any]) -> None
 
 
 def test_by_content_agrees_with_the_audit(served: dict[str, Any]) -> None:
-    from tasks.audit import AuditResult, audit_bytes, make_context
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
 
     client, asset = served["client"], served["asset"]
     stripped = _stripped(served["published"])

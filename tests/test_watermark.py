@@ -13,9 +13,9 @@ from PIL import Image, ImageDraw, ImageFilter
 from pydantic import ValidationError
 
 from policies.watermark import WatermarkPolicy
-from tasks import watermark as wm
-from tasks.errors import WatermarkError
-from tasks.watermark import (
+from tasks.core.errors import WatermarkError
+from tasks.provenance import watermark as wm
+from tasks.provenance.watermark import (
     MIN_SIDE,
     DecodeResult,
     WatermarkMethod,
@@ -361,7 +361,7 @@ def test_rivagan_sessions_are_created_with_explicit_providers_when_needed(
 
 def test_importing_the_module_loads_no_heavy_packages() -> None:
     code = (
-        "import sys, tasks.watermark, policies.watermark; "
+        "import sys, tasks.provenance.watermark, policies.watermark; "
         "print(sorted(m for m in ('numpy', 'cv2', 'imwatermark', 'torch', 'onnxruntime') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

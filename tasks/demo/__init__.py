@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from tasks.errors import ModelError
+from tasks.core.errors import ModelError
 
 TRAINING_RECORD = "training.json"  # written by the training flow into each model folder
 EVALUATION_RECORD = "evaluation.json"  # written by `assetmint models eval --write-cards`

@@ -1,0 +1,31 @@
+"""Checks of an expanded plan against the policy's generation limits."""
+
+from __future__ import annotations
+
+from policies.model import Policy
+from tasks.core.errors import PolicyError
+from tasks.core.manifest import Plan
+
+
+def check_plan(plan: Plan, policy: Policy) -> None:
+    """Raise PolicyError listing every way the plan breaks the policy (model not allowed, too big, too many)."""
+    problems: list[str] = []
+    limits = policy.generation
+    for model in sorted({job.model for job in plan.jobs}):
+        if not limits.allows_model(model):
+            problems.append(f"model {model!r} is not allowed; allowed_models: {', '.join(limits.allowed_models)}")
+    for job in plan.jobs:
+        pixels = job.width * job.height
+        if pixels > limits.max_pixels:
+            problems.append(
+                f"prompt {job.prompt_id} asks for {job.width}x{job.height} = {pixels} pixels, over max_pixels "
+                f"{limits.max_pixels}"
+            )
+            break
+    if plan.candidate_count > limits.max_candidates_per_run:
+        problems.append(
+            f"the manifest plans {plan.candidate_count} candidates, over max_candidates_per_run "
+            f"{limits.max_candidates_per_run}"
+        )
+    if problems:
+        raise PolicyError(f"{plan.source} breaks the policy:\n" + "\n".join(f"  {p}" for p in problems))

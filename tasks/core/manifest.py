@@ -1,0 +1,378 @@
+"""Prompt manifests: the pydantic model, loading with line-aware errors, and expansion into generation jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import string
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+from tasks.core.errors import ManifestError
+from tasks.core.schedulers import get_scheduler_preset
+from tasks.core.yamlfile import json_schema, load_yaml, validate_yaml
+
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+_ASPECT = re.compile(r"^(\d{1,3}):(\d{1,3})$")
+MAX_SIDE = 8192
+
+
+class OutputFormat(StrEnum):
+    """Delivery formats for finalized assets."""
+
+    PNG = "png"
+    JPEG = "jpeg"
+    WEBP = "webp"
+
+
+class Campaign(BaseModel):
+    """Who the batch is for."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: Slug = Field(description="Stable campaign identifier: lowercase letters, digits, '-' or '_' (max 64).")
+    name: str = Field(min_length=1, description="Human-readable campaign name.")
+
+
+def _check_aspect(value: str) -> str:
+    match = _ASPECT.match(value)
+    if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
+        raise ValueError(f"aspect ratio must look like '16:9' with non-zero integers, got {value!r}")
+    return value
+
+
+def _check_multiple_of_8(value: int | None, name: str) -> int | None:
+    if value is not None and value % 8:
+        raise ValueError(f"{name} must be a multiple of 8 (latent diffusion works on 8x8 pixel cells), got {value}")
+    return value
+
+
+class GenerationSettings(BaseModel):
+    """Settings shared by `defaults` and each prompt; a prompt's value overrides the default."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(
+        None,
+        description="Model reference: 'embedded:shapes-sd' (trained demo model, 64 px), 'embedded:tiny-sd' (random, "
+        "for tests), a local diffusers pipeline folder, or a model id (optionally 'id@revision').",
+    )
+    negative_prompt: str | None = Field(None, description="Text the image should not show.")
+    candidates: int | None = Field(None, ge=1, le=1024, description="Images generated per prompt job.")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="Explicit seeds, one per candidate. Exclusive with base_seed."
+    )
+    base_seed: int | None = Field(None, ge=0, description="Candidate i uses seed base_seed + i. Exclusive with seeds.")
+    width: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image width in pixels (multiple of 8).")
+    height: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image height in pixels (multiple of 8).")
+    aspect_ratio: str | list[str] | None = Field(
+        None,
+        description="Aspect ratio like '16:9', or a list of them to expand over; used with long_side instead of "
+        "width/height.",
+    )
+    long_side: int | None = Field(
+        None, ge=64, le=MAX_SIDE, description="Length in pixels of the longer side when aspect_ratio is used."
+    )
+    steps: int | None = Field(None, ge=1, le=500, description="Denoising steps.")
+    guidance: float | None = Field(None, ge=0, le=50, description="Classifier-free guidance scale.")
+    scheduler: str | None = Field(None, description="Named scheduler (see tasks/core/data/schedulers.yaml).")
+    keep_top_k: int | None = Field(None, ge=1, description="Best candidates per prompt job to select.")
+    output_format: OutputFormat | None = Field(None, description="Delivery format of finalized assets.")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_non_negative(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None:
+            bad = [s for s in seeds if s < 0 or s >= 2**63]
+            if bad:
+                raise ValueError(f"seeds must be in 0..2**63-1, got {bad[0]}")
+            if len(set(seeds)) != len(seeds):
+                raise ValueError(f"seeds must be distinct, got {seeds}")
+        return seeds
+
+    @field_validator("aspect_ratio")
+    @classmethod
+    def _aspect(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("aspect_ratio list must not be empty")
+            return [_check_aspect(v) for v in value]
+        return _check_aspect(value) if value is not None else None
+
+    @field_validator("width", "height", "long_side")
+    @classmethod
+    def _multiple_of_8(cls, value: int | None, info: Any) -> int | None:
+        return _check_multiple_of_8(value, info.field_name)
+
+    @field_validator("scheduler")
+    @classmethod
+    def _known_scheduler(cls, value: str | None) -> str | None:
+        if value is not None:
+            get_scheduler_preset(value)
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model_not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("model must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> GenerationSettings:
+        if self.seeds is not None and self.base_seed is not None:
+            raise ValueError("set either seeds or base_seed, not both")
+        if (self.width is not None or self.height is not None) and self.aspect_ratio is not None:
+            raise ValueError("set either width/height or aspect_ratio + long_side, not both")
+        return self
+
+
+class PromptSpec(GenerationSettings):
+    """One prompt template; its variables expand into one job per combination."""
+
+    id: Slug | None = Field(None, description="Short name for this prompt; defaults to its position (p1, p2, ...).")
+    prompt: str = Field(
+        min_length=1,
+        description="Prompt text; '{name}' placeholders are filled from vars (use '{{' for a literal brace).",
+    )
+    vars: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Values per placeholder; every combination becomes one job (matrix expansion).",
+    )
+
+    @model_validator(mode="after")
+    def _template_matches_vars(self) -> PromptSpec:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name is not None}
+        except ValueError as exc:
+            raise ValueError(f"prompt template {self.prompt!r} is malformed: {exc}") from None
+        bad_names = [f for f in fields if not f.isidentifier()]
+        if bad_names:
+            raise ValueError(f"placeholder {{{bad_names[0]}}} in {self.prompt!r} is not a simple name")
+        missing = sorted(fields - set(self.vars))
+        if missing:
+            raise ValueError(f"placeholder {{{missing[0]}}} in {self.prompt!r} has no entry in vars")
+        unused = sorted(set(self.vars) - fields)
+        if unused:
+            raise ValueError(f"vars.{unused[0]} is not used by the prompt template {self.prompt!r}")
+        empty = [name for name, values in self.vars.items() if not values]
+        if empty:
+            raise ValueError(f"vars.{empty[0]} must list at least one value")
+        return self
+
+
+class Manifest(BaseModel):
+    """A batch of marketing images to produce."""
+
+    model_config = ConfigDict(extra="forbid")
+    version: int = Field(1, ge=1, le=1, description="Manifest format version; only 1 exists.")
+    campaign: Campaign = Field(description="Campaign the batch belongs to.")
+    defaults: GenerationSettings = Field(
+        default_factory=GenerationSettings, description="Settings applied to every prompt unless it overrides them."
+    )
+    prompts: list[PromptSpec] = Field(min_length=1, description="Prompt templates to expand.")
+
+    @model_validator(mode="after")
+    def _unique_prompt_ids(self) -> Manifest:
+        seen: set[str] = set()
+        for index, spec in enumerate(self.prompts):
+            prompt_id = spec.id or f"p{index + 1}"
+            if prompt_id in seen:
+                raise ValueError(f"prompt id {prompt_id!r} is used more than once")
+            seen.add(prompt_id)
+        return self
+
+
+BUILTIN_DEFAULTS: dict[str, Any] = {
+    "negative_prompt": "",
+    "candidates": 4,
+    "base_seed": 0,
+    "width": 512,
+    "height": 512,
+    "steps": 20,
+    "guidance": 7.5,
+    "scheduler": "default",
+    "keep_top_k": 2,
+    "output_format": OutputFormat.PNG,
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One expanded prompt with fully resolved settings: every candidate of a job differs only by seed."""
+
+    job_key: str
+    prompt_id: str
+    variant: str
+    prompt: str
+    variables: dict[str, str]
+    negative_prompt: str
+    model: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    scheduler: str
+    seeds: tuple[int, ...]
+    keep_top_k: int
+    output_format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, for hashing and the ledger."""
+        data = asdict(self)
+        data["seeds"] = list(self.seeds)
+        return data
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A manifest expanded into jobs, with a run id derived from its content."""
+
+    source: Path
+    campaign_id: str
+    campaign_name: str
+    run_id: str
+    jobs: tuple[Job, ...]
+
+    @property
+    def candidate_count(self) -> int:
+        """Total images the plan generates."""
+        return sum(len(job.seeds) for job in self.jobs)
+
+
+def canonical_digest(data: Any) -> str:
+    """sha256 of the canonical JSON form of `data`."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
+
+
+def _size_from_aspect(aspect: str, long_side: int) -> tuple[int, int]:
+    w_ratio, h_ratio = (int(x) for x in aspect.split(":"))
+    if w_ratio >= h_ratio:
+        return long_side, max(8, round(long_side * h_ratio / w_ratio / 8) * 8)
+    return max(8, round(long_side * w_ratio / h_ratio / 8) * 8), long_side
+
+
+def _resolve_sizes(settings: dict[str, Any], where: str) -> list[tuple[str, int, int]]:
+    aspect = settings.get("aspect_ratio")
+    if aspect is None:
+        width, height = settings.get("width"), settings.get("height")
+        if (width is None) != (height is None):
+            raise ManifestError(f"{where}: set both width and height (got width={width}, height={height}).")
+        return [("", width, height)]
+    long_side = settings.get("long_side")
+    if long_side is None:
+        raise ManifestError(f"{where}: aspect_ratio {aspect!r} needs long_side (pixels of the longer side).")
+    aspects = aspect if isinstance(aspect, list) else [aspect]
+    return [(a, *_size_from_aspect(a, long_side)) for a in aspects]
+
+
+def _resolve_seeds(settings: dict[str, Any], where: str) -> tuple[int, ...]:
+    seeds, candidates = settings.get("seeds"), settings.get("candidates")
+    if seeds is not None:
+        layers = settings["_layer"]
+        # A count set at the same or a more specific level than the seed list must agree with it.
+        if layers.get("candidates", -1) >= layers["seeds"] and candidates != len(seeds):
+            raise ManifestError(
+                f"{where}: candidates is {candidates} but seeds lists {len(seeds)} values; they must agree."
+            )
+        return tuple(seeds)
+    base = settings.get("base_seed", 0)
+    return tuple(base + i for i in range(candidates))
+
+
+def _merged_settings(defaults: GenerationSettings, spec: PromptSpec) -> dict[str, Any]:
+    merged = dict(BUILTIN_DEFAULTS)
+    set_by_layer: dict[str, int] = {}
+    for level, layer in enumerate((defaults, spec)):
+        values = layer.model_dump(exclude_none=True, exclude={"id", "prompt", "vars"})
+        if "seeds" in values:
+            merged.pop("base_seed", None)
+        if "base_seed" in values:
+            merged.pop("seeds", None)
+        if "width" in values or "height" in values:
+            merged.pop("aspect_ratio", None)
+        if "aspect_ratio" in values:
+            merged.pop("width", None)
+            merged.pop("height", None)
+        merged.update(values)
+        set_by_layer.update({key: level for key in values})
+    merged["_layer"] = set_by_layer
+    return merged
+
+
+def expand(manifest: Manifest, source: Path) -> Plan:
+    """Expand prompt templates x variables x aspect ratios into jobs; raises ManifestError on conflicts."""
+    jobs: list[Job] = []
+    seen_keys: dict[str, str] = {}
+    for index, spec in enumerate(manifest.prompts):
+        prompt_id = spec.id or f"p{index + 1}"
+        where = f"{source}: prompts[{index}] ({prompt_id})"
+        settings = _merged_settings(manifest.defaults, spec)
+        model = settings.get("model")
+        if model is None:
+            raise ManifestError(f"{where}: no model; set defaults.model or this prompt's model.")
+        sizes = _resolve_sizes(settings, where)
+        seeds = _resolve_seeds(settings, where)
+        names = list(spec.vars)
+        for combo in itertools.product(*(spec.vars[name] for name in names)):
+            variables = dict(zip(names, combo, strict=True))
+            text = spec.prompt.format(**variables)
+            for aspect, width, height in sizes:
+                variant = ", ".join([*(f"{k}={v}" for k, v in variables.items()), *([aspect] if aspect else [])])
+                job_fields = {
+                    "prompt": text,
+                    "negative_prompt": settings["negative_prompt"],
+                    "model": model,
+                    "width": width,
+                    "height": height,
+                    "steps": settings["steps"],
+                    "guidance": float(settings["guidance"]),
+                    "scheduler": settings["scheduler"],
+                }
+                job_key = canonical_digest(job_fields)[:16]
+                if job_key in seen_keys:
+                    raise ManifestError(
+                        f"{where}: expands to the same job as {seen_keys[job_key]} ({text!r} at {width}x{height}); "
+                        "remove the duplicate or change a setting."
+                    )
+                seen_keys[job_key] = f"{prompt_id} [{variant}]" if variant else prompt_id
+                jobs.append(
+                    Job(
+                        job_key=job_key,
+                        prompt_id=prompt_id,
+                        variant=variant,
+                        variables=variables,
+                        seeds=seeds,
+                        keep_top_k=settings["keep_top_k"],
+                        output_format=str(OutputFormat(settings["output_format"])),
+                        **job_fields,
+                    )
+                )
+    plan_digest = canonical_digest({"campaign": manifest.campaign.id, "jobs": [j.to_dict() for j in jobs]})
+    return Plan(
+        source=source,
+        campaign_id=manifest.campaign.id,
+        campaign_name=manifest.campaign.name,
+        run_id=f"{manifest.campaign.id}-{plan_digest[:8]}",
+        jobs=tuple(jobs),
+    )
+
+
+def load_manifest(path: Path) -> Manifest:
+    """Read and validate a manifest file; ManifestError names file, line, field, value and what is allowed."""
+    loaded = load_yaml(path, ManifestError, "manifest")
+    return validate_yaml(loaded, Manifest, ManifestError, "manifest")
+
+
+def load_plan(path: Path) -> Plan:
+    """Load a manifest and expand it."""
+    return expand(load_manifest(path), path)
+
+
+def manifest_json_schema() -> dict[str, Any]:
+    """The JSON Schema of the manifest format."""
+    return json_schema(Manifest, "manifest")

@@ -1,0 +1,1 @@
+"""Provenance primitives: the invisible watermark, Content Credentials (C2PA) and signing keys."""

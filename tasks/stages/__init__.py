@@ -1,0 +1,1 @@
+"""The pipeline stages as plain functions: generate, score, screen, select, approve, finalize, replay."""

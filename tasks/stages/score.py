@@ -1,0 +1,156 @@
+"""CLIP scoring with open_clip: CLIPScore (Hessel et al. 2021) per candidate, embeddings kept for later stages."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.core.errors import ModelError
+
+CLIPSCORE_WEIGHT = 2.5
+LOCAL_DIR = "local-dir:"
+
+
+def clip_score(cosine: float) -> float:
+    """CLIPScore as Hessel et al. 2021 define it: w * max(cos, 0) with w = 2.5."""
+    return CLIPSCORE_WEIGHT * max(float(cosine), 0.0)
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """An open_clip model name and its pretrained tag or checkpoint path."""
+
+    ref: str
+    model_name: str
+    pretrained: str | None
+
+
+@dataclass
+class Scorer:
+    """A loaded open_clip model with its preprocessing and tokenizer."""
+
+    source: ClipSource
+    model: Any
+    preprocess: Any
+    tokenizer: Any
+    device: str
+    lock: threading.Lock
+
+    @property
+    def context_length(self) -> int:
+        """Tokens the text encoder sees, start and end tokens included."""
+        return int(getattr(self.tokenizer, "context_length", 77))
+
+
+_SCORERS: dict[tuple[str, str], Scorer] = {}
+_SCORERS_LOCK = threading.Lock()
+
+
+def resolve_clip(ref: str) -> ClipSource:
+    """Resolve 'embedded:NAME', 'NAME:TAG', 'NAME:/path/ckpt.pt' or 'local-dir:/folder'; unknown names list all."""
+    from tasks.stages import embedded
+
+    if embedded.is_embedded(ref):
+        built = embedded.resolve_embedded(ref)
+        if isinstance(built, Path):
+            raise ModelError(f"{ref!r} is an embedded text-to-image pipeline, not a CLIP model.")
+        checkpoint = str(built.checkpoint) if built.checkpoint else None  # a local-dir: model carries its weights
+        return ClipSource(ref=ref, model_name=built.model_name, pretrained=checkpoint)
+    import open_clip
+
+    if ref.startswith(LOCAL_DIR):
+        folder = Path(ref[len(LOCAL_DIR) :]).expanduser()
+        if not (folder / "open_clip_config.json").is_file():
+            raise ModelError(f"{ref!r}: {folder} is not an open_clip model folder (no open_clip_config.json).")
+        return ClipSource(ref=ref, model_name=f"{LOCAL_DIR}{folder.resolve()}", pretrained=None)
+    name, _, pretrained = ref.partition(":")
+    known = open_clip.list_models()
+    if name not in known:
+        raise ModelError(f"unknown open_clip model {name!r} in {ref!r}; valid models: {', '.join(known)}.")
+    if pretrained and not Path(pretrained).expanduser().exists():
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if pretrained not in tags:
+            valid = ", ".join(tags) or "none (give a checkpoint path)"
+            raise ModelError(f"unknown pretrained tag {pretrained!r} for {name}; valid tags: {valid}.")
+    return ClipSource(ref=ref, model_name=name, pretrained=pretrained or None)
+
+
+def load_scorer(ref: str, device: str = "cpu") -> Scorer:
+    """Load (once per process) the CLIP model named by `ref`."""
+    key = (ref, device)
+    with _SCORERS_LOCK:
+        cached = _SCORERS.get(key)
+        if cached is not None:
+            return cached
+        source = resolve_clip(ref)
+        import open_clip
+
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                source.model_name, pretrained=source.pretrained, device=device
+            )
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise ModelError(f"cannot load CLIP model {ref!r}: {exc}") from None
+        model.eval()
+        scorer = Scorer(
+            source=source,
+            model=model,
+            preprocess=preprocess,
+            tokenizer=open_clip.get_tokenizer(source.model_name),
+            device=device,
+            lock=threading.Lock(),
+        )
+        _SCORERS[key] = scorer
+        return scorer
+
+
+def token_overflow(scorer: Scorer, text: str) -> int:
+    """How many tokens of `text` the CLIP text encoder drops (0 when it fits)."""
+    encode = getattr(scorer.tokenizer, "encode", None)
+    if encode is not None:  # open_clip's own tokenizer: no start/end tokens in encode()
+        return max(0, len(encode(text)) + 2 - scorer.context_length)
+    wrapped = getattr(scorer.tokenizer, "tokenizer", None)  # open_clip's HFTokenizer around a transformers one
+    if wrapped is None:
+        return 0
+    return max(0, len(wrapped(text).input_ids) - scorer.context_length)
+
+
+def _normalize(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return vectors / np.clip(norms, 1e-12, None)
+
+
+def encode_images(scorer: Scorer, paths: Sequence[Path], batch_size: int) -> np.ndarray:
+    """Unit-norm image embeddings (float32, one row per path), in batches of `batch_size`."""
+    import torch
+    from PIL import Image
+
+    rows: list[np.ndarray] = []
+    for start in range(0, len(paths), batch_size):
+        tensors = []
+        for path in paths[start : start + batch_size]:
+            with Image.open(path) as image:
+                tensors.append(scorer.preprocess(image.convert("RGB")))
+        with scorer.lock, torch.inference_mode():
+            features = scorer.model.encode_image(torch.stack(tensors).to(scorer.device))
+        rows.append(features.float().cpu().numpy())
+    return _normalize(np.concatenate(rows, axis=0)).astype(np.float32)
+
+
+def encode_texts(scorer: Scorer, texts: Sequence[str]) -> np.ndarray:
+    """Unit-norm text embeddings (float32, one row per text); texts beyond the context are truncated."""
+    import torch
+
+    with scorer.lock, torch.inference_mode():
+        features = scorer.model.encode_text(scorer.tokenizer(list(texts)).to(scorer.device))
+    return _normalize(features.float().cpu().numpy()).astype(np.float32)
+
+
+def cosine_rows(image_embeddings: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each unit-norm image row with one unit-norm text vector."""
+    return image_embeddings @ text_embedding

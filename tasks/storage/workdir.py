@@ -1,0 +1,53 @@
+"""The work directory: checked writable up front, and a per-run lock so one manifest runs once at a time."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tasks.core.errors import RunLockedError, WorkDirError
+
+
+def ensure_writable(folder: Path) -> Path:
+    """Create `folder` if needed and prove it is writable; WorkDirError otherwise."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise WorkDirError(
+            f"work directory {folder} is not writable ({exc.strerror}); set work_dir in the policy "
+            "or ASSETMINT_WORK_DIR to a folder you can write."
+        ) from None
+    return folder
+
+
+@contextmanager
+def run_lock(work_dir: Path, run_id: str) -> Iterator[None]:
+    """Hold an exclusive lock for `run_id`; RunLockedError at once if another process holds it."""
+    lock_dir = ensure_writable(work_dir / "locks")
+    path = lock_dir / f"{run_id}.lock"
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunLockedError(
+                    f"run {run_id} is already running ({holder}); wait for it to finish or stop it first."
+                ) from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,386 @@
+"""The review web app: runs, CLIP-ranked contact sheets, candidate details, decisions and finalize, behind a token."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import threading
+from collections import OrderedDict
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jinja2
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from policies.model import Policy
+from tasks.core.errors import AssetMintError, ReviewError
+from tasks.core.states import CandidateState
+from tasks.storage.ledger import CandidateRow, Ledger, RunRow
+from tasks.web.review import sheet
+from tasks.web.review.publish import Publisher
+from tasks.web.review.security import FORM_TYPE, MAX_FORM_BYTES, Gate, guard
+
+HERE = Path(__file__).resolve().parent
+ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
+THUMB_SIZE = 320
+MAX_TEXT = 2000
+BULK_COMMENT = "bulk approval: top-k of every prompt by CLIP score"
+IMAGE_CACHE = {"Cache-Control": "private, max-age=600"}
+
+
+class _Thumbnails:
+    """Small JPEG previews of candidate images, made on demand and kept in a bounded in-memory cache."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._cache: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: Path) -> bytes:
+        """The thumbnail of `path` (rebuilt when the file changes)."""
+        from PIL import Image
+
+        key = (str(path), path.stat().st_mtime_ns)
+        with self._lock:
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        with Image.open(path) as image:
+            image.thumbnail((THUMB_SIZE, THUMB_SIZE))
+            buffer = io.BytesIO()
+            image.convert("RGB").save(buffer, format="JPEG", quality=85)
+        data = buffer.getvalue()
+        with self._lock:
+            self._cache[key] = data
+            while len(self._cache) > self._limit:
+                self._cache.popitem(last=False)
+        return data
+
+
+def _templates() -> Jinja2Templates:
+    """Jinja templates with autoescaping on for every file."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(HERE / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["score"] = lambda value: "-" if value is None else f"{value:.4f}"
+    env.filters["pretty"] = lambda value: json.dumps(value, sort_keys=True, default=str)
+    env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-"
+    return Jinja2Templates(env=env)
+
+
+def _wants_json(request: Request) -> bool:
+    content_type = request.headers.get("content-type", "")
+    return (
+        request.url.path.startswith("/api/")
+        or "application/json" in request.headers.get("accept", "")
+        or content_type.startswith("application/json")
+    )
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """The fields of a POST body: a JSON object or a urlencoded form; 400 when it is neither."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise HTTPException(413, "request body too large.")
+    if not body:
+        return {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == FORM_TYPE:
+        return dict(parse_qsl(body.decode("utf-8", "replace")))
+    if content_type == "application/json":
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise HTTPException(400, "request body is not valid JSON.") from None
+        if not isinstance(data, dict):
+            raise HTTPException(400, "request body must be a JSON object.")
+        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if v is not None}
+    raise HTTPException(415, "send application/json or a urlencoded form.")
+
+
+def _text(fields: dict[str, str], name: str) -> str:
+    value = fields.get(name, "").strip()
+    if len(value) > MAX_TEXT:
+        raise HTTPException(400, f"{name} is longer than {MAX_TEXT} characters.")
+    return value
+
+
+def _image_path(run: RunRow, row: CandidateRow) -> Path:
+    """The candidate's image file, only when it lies inside the run's own directory; 404 otherwise."""
+    if not row.image_path:
+        raise HTTPException(404, "this candidate has no image.")
+    try:
+        root = Path(run.run_dir).resolve(strict=True)
+        path = Path(row.image_path).resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise HTTPException(404, "image not found.") from None
+    if not path.is_relative_to(root) or not path.is_file() or path.suffix.lower() not in IMAGE_TYPES:
+        raise HTTPException(404, "image not found.")
+    return path
+
+
+def _candidate_json(run_id: str, row: CandidateRow) -> dict[str, Any]:
+    base = f"/runs/{run_id}/candidates/{row.candidate_id}"
+    return {
+        "candidate_id": row.candidate_id,
+        "job_key": row.job_key,
+        "seed": row.seed,
+        "rank": row.rank,
+        "clip_score": row.clip_score,
+        "state": row.state,
+        "flagged": sheet.is_flagged(row),
+        "reasons": list((row.safety or {}).get("reasons", [])),
+        "review": row.review,
+        "detail_url": base,
+        "image_url": f"{base}/image",
+    }
+
+
+def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_filter: str | None = None) -> FastAPI:
+    """The review app on one ledger, deciding as `reviewer`; `run_filter` limits it to that one run."""
+    if not reviewer.strip():
+        raise ReviewError("a review session needs the reviewer's name (--reviewer).")
+    ledger = Ledger.open(ledger_url)
+    gate = Gate(token)
+    publisher = Publisher(ledger_url, policy)
+    thumbnails = _Thumbnails()
+    templates = _templates()
+    app = FastAPI(title="AssetMint review", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.ledger = ledger
+    app.state.publisher = publisher
+    app.state.gate = gate
+    app.middleware("http")(guard(gate))
+    app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+
+    def get_run(run_id: str) -> RunRow:
+        if not ID_PATTERN.fullmatch(run_id) or (run_filter is not None and run_id != run_filter):
+            raise HTTPException(404, "no such run.")
+        try:
+            return ledger.run(run_id)
+        except AssetMintError:
+            raise HTTPException(404, "no such run.") from None
+
+    def get_candidate(run_id: str, candidate_id: str) -> CandidateRow:
+        if not ID_PATTERN.fullmatch(candidate_id):
+            raise HTTPException(404, "no such candidate.")
+        with ledger.transaction() as session:
+            row = session.get(CandidateRow, (run_id, candidate_id))
+        if row is None:
+            raise HTTPException(404, "no such candidate in this run.")
+        return row
+
+    def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
+        session = getattr(request.state, "session", None)
+        common = {
+            "csrf_token": session.csrf_token if session else "",
+            "reviewer": reviewer,
+            "override_allowed": policy.safety.human_override,
+        }
+        return templates.TemplateResponse(request, name, {**common, **context}, status_code=status)
+
+    def publish_status(run_id: str) -> dict[str, Any]:
+        counts = ledger.state_counts(run_id)
+        state = publisher.state(run_id)
+        failed = {
+            row.candidate_id: row.error or "unknown reason"
+            for row in ledger.candidates(run_id, [CandidateState.FINALIZE_FAILED])
+        }
+        job = state.to_dict() if state else {"running": False, "started_at": None, "failures": [], "error": None}
+        lines = [f"{k}: {v}" for k, v in sorted(failed.items())]
+        return {
+            "run_id": run_id,
+            "approved": counts.get(CandidateState.APPROVED, 0),
+            # Published assets were finalized first: count them as finalized too, and separately as published.
+            "finalized": counts.get(CandidateState.FINALIZED, 0) + counts.get(CandidateState.PUBLISHED, 0),
+            "published": counts.get(CandidateState.PUBLISHED, 0),
+            "finalize_failed": counts.get(CandidateState.FINALIZE_FAILED, 0),
+            "failed": [{"candidate_id": k, "reason": v} for k, v in sorted(failed.items())],
+            **job,
+            "failure_lines": lines + [line for line in job["failures"] if line not in lines],
+        }
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        message = str(exc.detail)
+        if _wants_json(request):
+            return JSONResponse({"error": message}, status_code=exc.status_code)
+        return page(request, "error.html", {"status": exc.status_code, "message": message}, exc.status_code)
+
+    @app.exception_handler(AssetMintError)
+    async def review_error(request: Request, exc: AssetMintError) -> Response:
+        return await http_error(request, StarletteHTTPException(409, str(exc)))
+
+    @app.get("/")
+    def runs_page(request: Request) -> Response:
+        runs = [r for r in ledger.runs() if run_filter is None or r.run_id == run_filter]
+        if run_filter is not None and len(runs) == 1:
+            return RedirectResponse(f"/runs/{run_filter}", status_code=303)
+        views = [{"run": r, "counts": ledger.state_counts(r.run_id)} for r in runs]
+        return page(request, "runs.html", {"runs": views})
+
+    @app.get("/api/runs")
+    def runs_json() -> dict[str, Any]:
+        runs = [r for r in ledger.runs() if run_filter is None or r.run_id == run_filter]
+        return {
+            "runs": [
+                {
+                    "run_id": r.run_id,
+                    "campaign_id": r.campaign_id,
+                    "campaign_name": r.campaign_name,
+                    "status": r.status,
+                    "created_at": r.created_at.isoformat(),
+                    "counts": ledger.state_counts(r.run_id),
+                }
+                for r in runs
+            ]
+        }
+
+    @app.get("/runs/{run_id}")
+    def run_page(request: Request, run_id: str, show: str = "all") -> Response:
+        if show not in sheet.FILTERS:
+            raise HTTPException(400, f"unknown filter {show!r}; use one of {', '.join(sheet.FILTERS)}.")
+        run = get_run(run_id)
+        rows = ledger.candidates(run_id)
+        scores = [r.clip_score for r in rows if r.clip_score is not None]
+        context = {
+            "run": run,
+            "show": show,
+            "filters": {name: sum(sheet.matches(r, name) for r in rows) for name in sheet.FILTERS},
+            "groups": sheet.group_by_job(ledger.jobs(run_id), rows, show),
+            "counts": ledger.state_counts(run_id),
+            "histogram": sheet.histogram(scores),
+            "publish": publish_status(run_id),
+            "is_flagged": sheet.is_flagged,
+            "safety_results": sheet.safety_results,
+        }
+        return page(request, "run.html", context)
+
+    @app.get("/api/runs/{run_id}/candidates")
+    def candidates_json(run_id: str, show: str = "all") -> dict[str, Any]:
+        if show not in sheet.FILTERS:
+            raise HTTPException(400, f"unknown filter {show!r}; use one of {', '.join(sheet.FILTERS)}.")
+        get_run(run_id)
+        groups = sheet.group_by_job(ledger.jobs(run_id), ledger.candidates(run_id), show)
+        return {
+            "run_id": run_id,
+            "groups": [
+                {
+                    "job_key": g.job.job_key,
+                    "prompt_id": g.job.prompt_id,
+                    "variant": g.job.variant,
+                    "prompt": g.job.prompt,
+                    "keep_top_k": g.job.keep_top_k,
+                    "candidates": [_candidate_json(run_id, r) for r in g.candidates],
+                }
+                for g in groups
+            ],
+        }
+
+    @app.get("/runs/{run_id}/candidates/{candidate_id}")
+    def candidate_page(request: Request, run_id: str, candidate_id: str) -> Response:
+        run = get_run(run_id)
+        row = get_candidate(run_id, candidate_id)
+        context = {
+            "run": run,
+            "row": row,
+            "job": next((j for j in ledger.jobs(run_id) if j.job_key == row.job_key), None),
+            "asset": next((a for a in ledger.assets(run_id) if a.candidate_id == candidate_id), None),
+            "history": ledger.history(run_id, candidate_id),
+            "flagged": sheet.is_flagged(row),
+            "results": sheet.safety_results(row),
+            "show": "all",
+        }
+        return page(request, "candidate.html", context)
+
+    @app.get("/runs/{run_id}/candidates/{candidate_id}/image")
+    def candidate_image(run_id: str, candidate_id: str, thumb: bool = False) -> Response:
+        path = _image_path(get_run(run_id), get_candidate(run_id, candidate_id))
+        if thumb:
+            return Response(thumbnails.get(path), media_type="image/jpeg", headers=IMAGE_CACHE)
+        return FileResponse(path, media_type=IMAGE_TYPES[path.suffix.lower()], headers=IMAGE_CACHE)
+
+    @app.post("/runs/{run_id}/candidates/{candidate_id}/decision")
+    async def decide(request: Request, run_id: str, candidate_id: str) -> Response:
+        get_run(run_id)
+        get_candidate(run_id, candidate_id)
+        fields = await _fields(request)
+        decision = fields.get("decision", "")
+        if decision not in ("approve", "reject"):
+            raise HTTPException(400, f"decision must be 'approve' or 'reject', got {decision!r}.")
+        comment = _text(fields, "comment")
+        override_reason = _text(fields, "override_reason") or None
+        row = await run_in_threadpool(
+            ledger.decide,
+            run_id,
+            candidate_id,
+            decision,
+            reviewer,
+            comment,
+            override_reason,
+            policy.safety.human_override,
+        )
+        if _wants_json(request):
+            return JSONResponse({"candidate_id": row.candidate_id, "state": row.state, "review": row.review})
+        show = fields.get("show", "all")
+        show = show if show in sheet.FILTERS else "all"
+        return RedirectResponse(f"/runs/{run_id}?show={show}#c-{candidate_id}", status_code=303)
+
+    @app.post("/runs/{run_id}/approve-top-k")
+    async def approve_top_k(request: Request, run_id: str) -> Response:
+        get_run(run_id)
+        fields = await _fields(request)
+        comment = _text(fields, "comment") or BULK_COMMENT
+
+        def work() -> tuple[list[str], list[str]]:
+            picks = sheet.top_k_picks(
+                ledger.jobs(run_id), ledger.candidates(run_id), policy.scoring.top_k, policy.scoring.min_score
+            )
+            approved: list[str] = []
+            errors: list[str] = []
+            for row in picks:
+                try:
+                    ledger.decide(run_id, row.candidate_id, "approve", reviewer, comment)
+                    approved.append(row.candidate_id)
+                except ReviewError as exc:
+                    errors.append(f"{row.candidate_id}: {exc}")
+            return approved, errors
+
+        approved, errors = await run_in_threadpool(work)
+        if _wants_json(request):
+            return JSONResponse({"approved": approved, "errors": errors})
+        return RedirectResponse(f"/runs/{run_id}?show=approved", status_code=303)
+
+    @app.post("/runs/{run_id}/finalize")
+    async def finalize(request: Request, run_id: str) -> Response:
+        get_run(run_id)
+        await _fields(request)
+        waiting = [
+            r
+            for r in ledger.candidates(run_id, [CandidateState.APPROVED, CandidateState.FINALIZE_FAILED])
+            if (r.review or {}).get("decision") == "approved"
+        ]
+        if not waiting:
+            raise HTTPException(409, "no approved candidates wait for finalizing; approve some first.")
+        if not publisher.start(run_id):
+            raise HTTPException(409, "finalize of this run is already running.")
+        if _wants_json(request):
+            return JSONResponse(publish_status(run_id), status_code=202)
+        return RedirectResponse(f"/runs/{run_id}", status_code=303)
+
+    @app.get("/api/runs/{run_id}/finalize")
+    def finalize_status(run_id: str) -> dict[str, Any]:
+        get_run(run_id)
+        return publish_status(run_id)
+
+    return app
