@@ -96,7 +96,7 @@ def peak_rss_of_run(manifest: Path, policy: Path, env: dict[str, str]) -> tuple[
     """Run `assetmint run` in a child; returns (seconds, peak RSS in MiB)."""
     began = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "flows.cli", "run", str(manifest), "--policy", str(policy)],
+        [sys.executable, "-m", "cli", "run", str(manifest), "--policy", str(policy)],
         env=env,
         check=True,
         stdout=subprocess.DEVNULL,

@@ -11,14 +11,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from policies.errors import PolicyError
 from policies.finalize import FinalizePolicy
 from policies.publish import PublishPolicy
 from policies.review import ReviewPolicy
 from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
-from tasks.core.errors import PolicyError
-from tasks.core.yamlfile import json_schema, load_yaml, validate_yaml
+from policies.yamlfile import json_schema, load_yaml, validate_yaml
 
 POLICY_ENV = "ASSETMINT_POLICY"
 DEFAULT_POLICY_NAME = "default.yaml"

@@ -2,14 +2,93 @@
 
 from __future__ import annotations
 
+import re
 import string
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
+
+from policies.errors import PolicyError
 
 KEY_FIELDS = frozenset({"campaign", "run", "asset_id", "ext", "prompt_id", "date"})
 DEFAULT_TARGET = "{work_dir}/published"
 DEFAULT_KEY_TEMPLATE = "{campaign}/{run}/{asset_id}.{ext}"
+TARGET_HELP = "use a folder path (default '{work_dir}/published') or 's3://BUCKET/optional/prefix'"
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+class TargetSyntaxError(PolicyError, ValueError):
+    """A publish or audit target is not a folder path or an s3://bucket/prefix URI."""
+
+
+@dataclass(frozen=True)
+class TargetLocation:
+    """A parsed target: an S3 bucket and prefix, or a folder (whose '{work_dir}' is filled in when used)."""
+
+    kind: Literal["s3", "folder"]
+    bucket: str = ""
+    prefix: str = ""
+    folder: str = ""
+
+    def folder_path(self, work_dir: Path) -> Path:
+        """The absolute folder of a folder target, '{work_dir}' replaced by `work_dir`."""
+        folder = Path(self.folder.replace("{work_dir}", str(work_dir))).expanduser()
+        return folder if folder.is_absolute() else Path.cwd() / folder
+
+
+def parse_target(uri: str) -> TargetLocation:
+    """Parse a target URI once; TargetSyntaxError names the URI and what is allowed."""
+    if not isinstance(uri, str) or not uri.strip():
+        raise TargetSyntaxError(f"publish target is empty; {TARGET_HELP}")
+    if uri != uri.strip():
+        raise TargetSyntaxError(f"publish target {uri!r} has leading or trailing whitespace; {TARGET_HELP}")
+    scheme, sep, rest = uri.partition("://")
+    if sep and scheme.lower() == "s3":
+        if scheme != "s3":
+            raise TargetSyntaxError(f"publish target {uri!r}: write the scheme as lowercase 's3://'")
+        bucket, _, prefix = rest.partition("/")
+        if not bucket:
+            raise TargetSyntaxError(f"publish target {uri!r} names no bucket; write 's3://BUCKET/prefix'")
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise TargetSyntaxError(
+                f"publish target {uri!r}: {bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase "
+                "letters, digits, '.', '-'; starting and ending with a letter or digit)"
+            )
+        prefix = prefix.strip("/")
+        _check_prefix(uri, prefix)
+        return TargetLocation("s3", bucket=bucket, prefix=prefix)
+    if sep and scheme.lower() == "file":
+        path_text = rest
+    elif sep or uri.lower().startswith("s3:"):
+        raise TargetSyntaxError(f"publish target {uri!r}: unsupported scheme {scheme.split(':')[0]!r}; {TARGET_HELP}")
+    else:
+        path_text = uri
+    if "\\" in path_text:
+        raise TargetSyntaxError(f"publish target {uri!r} contains a backslash; write folders with '/'")
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(path_text) if name is not None}
+    except ValueError as exc:
+        raise TargetSyntaxError(
+            f"publish target {uri!r}: only the placeholder {{work_dir}} is allowed ({exc})"
+        ) from None
+    if fields - {"work_dir"}:
+        unknown = sorted(fields - {"work_dir"})[0]
+        raise TargetSyntaxError(f"publish target {uri!r}: only the placeholder {{work_dir}} is allowed ({unknown!r})")
+    if ".." in Path(path_text).parts:
+        raise TargetSyntaxError(f"publish target {uri!r} contains '..'; give the folder directly")
+    return TargetLocation("folder", folder=path_text)
+
+
+def _check_prefix(uri: str, prefix: str) -> None:
+    if not prefix:
+        return
+    for segment in prefix.split("/"):
+        if segment in ("", ".", ".."):
+            raise TargetSyntaxError(f"publish target {uri!r}: prefix {prefix!r} has an empty, '.' or '..' segment")
+    if "\\" in prefix:
+        raise TargetSyntaxError(f"publish target {uri!r}: prefix {prefix!r} contains a backslash; use '/'")
 
 
 def check_key_template(template: str) -> str:
@@ -131,9 +210,14 @@ class PublishPolicy(BaseModel):
             raise ValueError(f"endpoint_url {url!r} must start with http:// or https:// (e.g. 'http://127.0.0.1:7480')")
         return url
 
-    @field_validator("target")
-    @classmethod
-    def _valid_target(cls, target: str) -> str:
-        from tasks.storage.publish import check_target_syntax
+    _location: TargetLocation = PrivateAttr()
 
-        return check_target_syntax(target)
+    @model_validator(mode="after")
+    def _parse_target(self) -> PublishPolicy:
+        self._location = parse_target(self.target)
+        return self
+
+    @property
+    def location(self) -> TargetLocation:
+        """The target, parsed once when the policy was loaded."""
+        return self._location

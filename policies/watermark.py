@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.provenance.watermark import MIN_SIDE, WatermarkMethod
+MIN_SIDE = 256
+
+
+class WatermarkMethod(StrEnum):
+    """The invisible-watermark algorithms AssetMint can embed and decode."""
+
+    DWT_DCT = "dwtDct"
+    DWT_DCT_SVD = "dwtDctSvd"
+    RIVAGAN = "rivaGan"
+
 
 Side = Annotated[int, Field(ge=MIN_SIDE, le=65535)]
 

@@ -50,7 +50,7 @@ def write(path: Path, text: str) -> Path:
 
 def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, str]:
     """Run `assetmint ARGV` with config and work directories under `root` (for module-scoped fixtures)."""
-    from flows.cli import main
+    from cli.main import main
 
     env = {
         "ASSETMINT_CACHE_DIR": str(model_cache),

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from cli.main import main
 from conftest import run_isolated, work_ledger, write
-from flows.cli import main
 from tasks.storage.ledger import AssetRow, Ledger
 
 MANIFEST = """\
@@ -255,7 +255,7 @@ def test_registering_the_commands_does_not_import_prefect() -> None:
     import subprocess
     import sys
 
-    code = "import sys, flows.audit; print('prefect' in sys.modules, 'torch' in sys.modules)"
+    code = "import sys, cli.main; print('prefect' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 

@@ -19,7 +19,7 @@ prompts: [{prompt: a lamp on a desk}]
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True,
         text=True,
         env=env,
@@ -31,12 +31,12 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
 
 def test_help_does_not_import_torch(tmp_path: Path) -> None:
     code = (
-        "import sys\nfrom flows.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-        "print('torch' in sys.modules, 'diffusers' in sys.modules)"
+        "import sys\nfrom cli.main import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules, 'prefect' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert "usage: assetmint" in result.stdout
-    assert result.stdout.strip().endswith("False False")
+    assert result.stdout.strip().endswith("False False False")
 
 
 def test_a_normal_run_prints_no_library_noise(tmp_path: Path) -> None:

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cli.main import main
 from conftest import PACKAGED_DEFAULT_POLICY, work_ledger, write
-from flows.cli import main
 from policies.model import load_policy
 from tasks.demo.checker import check
 from tasks.demo.evaluate import round_trip, spearman

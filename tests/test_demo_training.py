@@ -198,7 +198,7 @@ def test_evaluation_and_cards_on_quick_models(quick_models: Path) -> None:
 def test_models_commands_name_the_problem(
     argv: list[str], problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     args = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if args[1] == "train":
@@ -213,7 +213,7 @@ def test_models_train_refuses_a_device_this_machine_lacks(
 ) -> None:
     import torch
 
-    from flows.cli import main
+    from cli.main import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert main(["models", "train", "--device", "cuda:1", "--out", str(tmp_path / "out")]) == 2
@@ -222,7 +222,7 @@ def test_models_train_refuses_a_device_this_machine_lacks(
 
 
 def test_models_train_refuses_a_non_empty_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     (tmp_path / "shapes-clip").mkdir()
     (tmp_path / "shapes-clip" / "keep.txt").write_text("mine")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli.main import main
 from conftest import PACKAGED_DEFAULT_POLICY, run_isolated, work_ledger, write
-from flows.cli import main
 
 MANIFEST = """\
 campaign: {id: fin, name: Finalize}

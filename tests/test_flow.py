@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from conftest import work_ledger, write
-from flows.cli import main
 from tasks.stages import runs
 from tasks.stages.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
 from tasks.stages.models import resolve_model

@@ -9,8 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
+from cli.main import main
 from conftest import REPO, write
-from flows.cli import main
 from tasks.core.errors import ManifestError
 from tasks.core.manifest import load_manifest, load_plan, manifest_json_schema
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from conftest import write
-from flows.cli import main
 from policies.model import load_policy
 from tasks.core.errors import PolicyError
 from tasks.core.limits import check_plan

@@ -20,7 +20,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
-from policies.publish import PublishPolicy
+from policies.publish import PublishPolicy, TargetLocation, TargetSyntaxError, parse_target
 from tasks.storage.publish import (
     LocalFolderTarget,
     PublishConflictError,
@@ -31,7 +31,6 @@ from tasks.storage.publish import (
     is_retryable,
     object_metadata,
     open_target,
-    parse_target,
     publish_many,
     render_key,
 )
@@ -129,10 +128,11 @@ def test_render_key_needs_a_date_for_date_templates(tmp_path: Path) -> None:
 
 
 def test_parse_target_kinds(tmp_path: Path) -> None:
-    assert parse_target("s3://bucket-1/a/b/", tmp_path) == ("s3", "bucket-1", "a/b")
-    assert parse_target("s3://bucket-1", tmp_path) == ("s3", "bucket-1", "")
-    assert parse_target("{work_dir}/published", tmp_path) == ("folder", str(tmp_path / "published"), "")
-    assert parse_target(f"file://{tmp_path}/x", tmp_path) == ("folder", str(tmp_path / "x"), "")
+    assert parse_target("s3://bucket-1/a/b/") == TargetLocation("s3", bucket="bucket-1", prefix="a/b")
+    assert parse_target("s3://bucket-1") == TargetLocation("s3", bucket="bucket-1")
+    assert parse_target("{work_dir}/published").folder_path(tmp_path) == tmp_path / "published"
+    assert parse_target(f"file://{tmp_path}/x").folder_path(Path("/elsewhere")) == tmp_path / "x"
+    assert PublishPolicy(target="s3://bucket-1/p").location == TargetLocation("s3", bucket="bucket-1", prefix="p")
 
 
 @pytest.mark.parametrize(
@@ -155,8 +155,8 @@ def test_parse_target_kinds(tmp_path: Path) -> None:
     ],
 )
 def test_parse_target_errors_name_the_uri_and_the_fix(tmp_path: Path, uri: str, needle: str) -> None:
-    with pytest.raises(PublishTargetError) as info:
-        parse_target(uri, tmp_path)
+    with pytest.raises(TargetSyntaxError) as info:
+        parse_target(uri)
     assert needle in str(info.value)
     if uri:
         assert repr(uri) in str(info.value)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from conftest import work_ledger, write
-from flows.cli import main
 
 MANIFEST = """\
 campaign: {id: pub, name: Publish}

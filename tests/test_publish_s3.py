@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from policies.publish import PublishPolicy
 from s3proxy import Fault, S3FaultProxy
@@ -316,7 +317,6 @@ def test_no_credentials(tmp_path: Path, prefix: str, monkeypatch: pytest.MonkeyP
         target_for(prefix).publish(make_item(tmp_path, "a1"))
 
 
-def test_malformed_uri(tmp_path: Path) -> None:
-    policy = PublishPolicy.model_construct(**{**PublishPolicy().model_dump(), "target": "s3:/assetmint-test/x"})
-    with pytest.raises(PublishTargetError, match="unsupported scheme"):
-        open_target(policy, tmp_path)
+def test_malformed_uri_never_reaches_a_target() -> None:
+    with pytest.raises(ValidationError, match="unsupported scheme"):
+        PublishPolicy(target="s3:/assetmint-test/x")

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from cli.main import main
 from conftest import REPO, write
-from flows.cli import main
 from policies.model import Policy, load_policy
 from tasks.storage.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
 from tasks.web.review.app import create_app
@@ -502,7 +502,7 @@ def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict
 
     script = (
         "import argparse, sys\n"
-        "from flows.review import add_review_command\n"
+        "from cli.review import add_review_command\n"
         "from tasks.core.errors import AssetMintError\n"
         "parser = argparse.ArgumentParser(prog='assetmint')\n"
         "parser.add_argument('--verbose', action='store_true')\n"
@@ -561,7 +561,7 @@ def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict
 def test_review_command_is_registered_with_its_options() -> None:
     import argparse
 
-    from flows.review import add_review_command, bind, review_url
+    from cli.review import add_review_command, bind, review_url
 
     parser = argparse.ArgumentParser()
     add_review_command(parser.add_subparsers(dest="command"), argparse.ArgumentParser(add_help=False))

@@ -37,7 +37,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     """A run from the real batch flow, reviewed through the app served by uvicorn on 127.0.0.1 and a free port."""
     import uvicorn
 
-    from flows.review import bind
+    from cli.review import bind
     from tasks.web.review.app import create_app
 
     root = tmp_path_factory.mktemp("review-browser")

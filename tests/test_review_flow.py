@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from cli.main import main
 from conftest import work_ledger, write
-from flows.cli import main
 
 MANIFEST = """\
 campaign: {id: rev, name: Review}

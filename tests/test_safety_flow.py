@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from cli.main import main
 from conftest import work_ledger, write
-from flows.cli import main
 
 MANIFEST = """\
 campaign: {id: safe, name: Safety}

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from cli.main import main
 from conftest import write
-from flows.cli import main
 from tasks.storage.ledger import Ledger
 
 MANIFEST = """\

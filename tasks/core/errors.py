@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+from policies.errors import AssetMintError, PolicyError
 
-class AssetMintError(Exception):
-    """Base class for errors caused by input, configuration or environment; shown without a traceback."""
-
-    exit_code = 2
+__all__ = [
+    "AssetMintError",
+    "LedgerError",
+    "ManifestError",
+    "ModelError",
+    "PolicyError",
+    "ProvenanceError",
+    "ReviewError",
+    "RunLockedError",
+    "SigningConfigError",
+    "WatermarkError",
+    "WorkDirError",
+]
 
 
 class ManifestError(AssetMintError):
     """A manifest file is unreadable, malformed or invalid."""
-
-
-class PolicyError(AssetMintError):
-    """A policy file is unreadable, malformed or invalid, or a manifest breaks a policy limit."""
 
 
 class ModelError(AssetMintError):

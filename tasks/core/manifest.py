@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from policies.yamlfile import json_schema, load_yaml, validate_yaml
 from tasks.core.errors import ManifestError
 from tasks.core.schedulers import get_scheduler_preset
-from tasks.core.yamlfile import json_schema, load_yaml, validate_yaml
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 _ASPECT = re.compile(r"^(\d{1,3}):(\d{1,3})$")

@@ -146,16 +146,19 @@ def _s3_items(target: str, bucket: str, prefix: str, client: Any) -> list[AuditI
 
 def list_items(targets: Sequence[str], policy: Policy, s3_client: Any = None) -> list[AuditItem]:
     """Every object under the targets (S3 prefixes, folders recursively, files); sidecars are evidence, not items."""
-    from tasks.storage.publish import PublishTargetError, make_s3_client, parse_target
+    from policies.publish import TargetSyntaxError, parse_target
+    from tasks.storage.publish import make_s3_client
 
     items: list[AuditItem] = []
     for target in targets:
         if target.startswith("s3:"):
             try:
-                _, bucket, prefix = parse_target(target, policy.resolved_work_dir())
-            except PublishTargetError as exc:
+                location = parse_target(target)
+            except TargetSyntaxError as exc:
                 raise AuditTargetError(str(exc).replace("publish target", "audit target")) from None
-            items.extend(_s3_items(target, bucket, prefix, s3_client or make_s3_client(policy.publish)))
+            items.extend(
+                _s3_items(target, location.bucket, location.prefix, s3_client or make_s3_client(policy.publish))
+            )
             continue
         path = Path(target).expanduser()
         if path.is_dir():

@@ -82,9 +82,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from policies.watermark import MIN_SIDE, WatermarkMethod
 from tasks.core.errors import WatermarkError
 
 if TYPE_CHECKING:
@@ -106,16 +106,6 @@ __all__ = [
     "payload_hex",
     "payload_length",
 ]
-
-MIN_SIDE = 256
-
-
-class WatermarkMethod(StrEnum):
-    """The invisible-watermark algorithms AssetMint can embed and decode."""
-
-    DWT_DCT = "dwtDct"
-    DWT_DCT_SVD = "dwtDctSvd"
-    RIVAGAN = "rivaGan"
 
 
 class WatermarkVerificationError(WatermarkError):

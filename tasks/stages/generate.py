@@ -89,8 +89,8 @@ _PIPELINES_LOCK = threading.Lock()
 def choose_runtime(device: str = "auto", dtype: str = "auto", batch_invariant: str = "auto") -> RuntimeChoice:
     """Pick device and dtype: CUDA with bf16 (fp16 where bf16 is unsupported), else CPU fp32; explicit values win.
 
-    Batch invariance (see tasks/stages/batch_invariance.py) is on by default on the CPU, where it costs little, and off on
-    accelerators, where batching the denoiser is where the throughput comes from.
+    Batch invariance (see tasks/stages/batch_invariance.py) is on by default on the CPU, where it costs little, and
+    off on accelerators, where batching the denoiser is where the throughput comes from.
     """
     import torch
 

@@ -45,7 +45,6 @@ MIB = 1024 * 1024
 BACKOFF_BASE_S = 0.2
 BACKOFF_CAP_S = 8.0
 MAX_METADATA_BYTES = 2048  # S3's limit on all user metadata of an object
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9 +\-=._:/@]")
 _META_KEY_UNSAFE = re.compile(r"[^a-z0-9-]")
 _SECRET_KEY_RE = re.compile(r"(secret|password|passwd|token|private[_-]?key|credential|api[_-]?key)", re.IGNORECASE)
@@ -134,70 +133,6 @@ class Target(Protocol):
 
 # --- targets and keys -----------------------------------------------------------------------------------------------
 
-_TARGET_HELP = "use a folder path (default '{work_dir}/published') or 's3://BUCKET/optional/prefix'"
-
-
-def check_target_syntax(uri: str) -> str:
-    """Return `uri` if parse_target would accept it (used by the policy model at load time)."""
-    try:
-        parse_target(uri, Path("/work-dir-placeholder"))
-    except PublishTargetError as exc:
-        raise ValueError(str(exc)) from None
-    return uri
-
-
-def parse_target(uri: str, work_dir: Path) -> tuple[str, str, str]:
-    """Split a target into (kind, bucket-or-folder, prefix); kind is 's3' or 'folder'."""
-    if not isinstance(uri, str) or not uri.strip():
-        raise PublishTargetError(f"publish target is empty; {_TARGET_HELP}")
-    if uri != uri.strip():
-        raise PublishTargetError(f"publish target {uri!r} has leading or trailing whitespace; {_TARGET_HELP}")
-    scheme, sep, rest = uri.partition("://")
-    if sep and scheme.lower() == "s3":
-        if scheme != "s3":
-            raise PublishTargetError(f"publish target {uri!r}: write the scheme as lowercase 's3://'")
-        bucket, _, prefix = rest.partition("/")
-        if not bucket:
-            raise PublishTargetError(f"publish target {uri!r} names no bucket; write 's3://BUCKET/prefix'")
-        if not _BUCKET_RE.match(bucket) or ".." in bucket:
-            raise PublishTargetError(
-                f"publish target {uri!r}: {bucket!r} is not a valid S3 bucket name (3-63 characters: lowercase "
-                "letters, digits, '.', '-'; starting and ending with a letter or digit)"
-            )
-        prefix = prefix.strip("/")
-        _check_prefix(uri, prefix)
-        return "s3", bucket, prefix
-    if sep and scheme.lower() == "file":
-        path_text = rest
-    elif sep or uri.lower().startswith("s3:"):
-        raise PublishTargetError(f"publish target {uri!r}: unsupported scheme {scheme.split(':')[0]!r}; {_TARGET_HELP}")
-    else:
-        path_text = uri
-    if "\\" in path_text:
-        raise PublishTargetError(f"publish target {uri!r} contains a backslash; write folders with '/'")
-    try:
-        expanded = path_text.format(work_dir=str(work_dir))
-    except (KeyError, IndexError, ValueError) as exc:
-        raise PublishTargetError(
-            f"publish target {uri!r}: only the placeholder {{work_dir}} is allowed ({exc})"
-        ) from None
-    if ".." in Path(expanded).parts:
-        raise PublishTargetError(f"publish target {uri!r} contains '..'; give the folder directly")
-    folder = Path(expanded).expanduser()
-    if not folder.is_absolute():
-        folder = Path.cwd() / folder
-    return "folder", str(folder), ""
-
-
-def _check_prefix(uri: str, prefix: str) -> None:
-    if not prefix:
-        return
-    for segment in prefix.split("/"):
-        if segment in ("", ".", ".."):
-            raise PublishTargetError(f"publish target {uri!r}: prefix {prefix!r} has an empty, '.' or '..' segment")
-    if "\\" in prefix:
-        raise PublishTargetError(f"publish target {uri!r}: prefix {prefix!r} contains a backslash; use '/'")
-
 
 def _key_value(name: str, value: str) -> str:
     text = str(value)
@@ -241,10 +176,10 @@ def open_target(
     policy: PublishPolicy, work_dir: Path, client: Any = None, sleep: Callable[[float], None] = time.sleep
 ) -> Target:
     """The target the policy names: LocalFolderTarget or S3Target (the one place implementations are chosen)."""
-    kind, where, prefix = parse_target(policy.target, work_dir)
-    if kind == "folder":
-        return LocalFolderTarget(Path(where), policy)
-    return S3Target(where, prefix, policy, client=client, sleep=sleep)
+    location = policy.location
+    if location.kind == "folder":
+        return LocalFolderTarget(location.folder_path(work_dir), policy)
+    return S3Target(location.bucket, location.prefix, policy, client=client, sleep=sleep)
 
 
 # --- shared helpers ---------------------------------------------------------------------------------------------------

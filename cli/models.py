@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cli.console import make_console, stage_bars
 from tasks.core.errors import AssetMintError
 
 
@@ -43,35 +44,11 @@ def cmd_models_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress_bars() -> Any:
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from flows.cli import _console
-
-    columns = (
-        TextColumn("{task.description:<11}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    return Progress(*columns, console=_console())
-
-
 def cmd_models_train(args: argparse.Namespace) -> int:
     """Run the training flow with one progress bar per stage; the recipe is checked before anything starts."""
     import torch
 
-    from flows.cli import _RichProgress
     from flows.train_demo import train_demo_models_flow
-    from tasks.core import progress
     from tasks.demo import CLIP_DIR, PIPELINE_DIR
     from tasks.demo.train import check_device, load_recipe
 
@@ -89,7 +66,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise AssetMintError(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    with _progress_bars() as bars, progress.progress_sink(_RichProgress(bars)):
+    with stage_bars(make_console(), rate=False, eta=True, label_width=11):
         folders = train_demo_models_flow(out_dir=str(out), recipe=args.recipe, only=args.only, device=args.device)
     for name, folder in folders.items():
         print(f"{name}: {folder}")

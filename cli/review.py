@@ -10,16 +10,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from cli.console import port_number
 from tasks.core.errors import AssetMintError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
-
-
-def _port(value: str) -> int:
-    from flows.cli import port_number  # imported late: flows.cli imports this module
-
-    return port_number(value)
 
 
 def add_review_command(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
@@ -32,7 +27,9 @@ def add_review_command(subparsers: Any, common_parent: argparse.ArgumentParser) 
         default=None,
         help=f"address to listen on (default {DEFAULT_HOST}; anything else exposes the app beyond this machine)",
     )
-    p.add_argument("--port", type=_port, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free one)")
+    p.add_argument(
+        "--port", type=port_number, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}; 0 = any free one)"
+    )
     p.add_argument("--reviewer", metavar="NAME", help="name recorded with every decision (default: $USER)")
     p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
     p.set_defaults(handler=cmd_review)

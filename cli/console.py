@@ -1,0 +1,105 @@
+"""Console output shared by every command: quiet library defaults, escaping, one progress display."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+def quiet_environment(verbose: bool) -> None:
+    """Defaults that keep a normal run's output clean; set before Prefect or torch are imported."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+
+
+def escape(text: str) -> str:
+    """Escape rich markup in user-provided text (prompts and names may contain square brackets)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def make_console() -> Any:
+    """A rich console that does not colour numbers and paths on its own."""
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def rate_column_class() -> Any:
+    """A rich progress column class showing items per second (built late: rich loads only when drawing)."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        """Items per second of a stage."""
+
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.2f}/s" if speed else "   -/s")
+
+    return RateColumn
+
+
+class RichProgress:
+    """Progress sink that draws one bar per stage with done/total and rate."""
+
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._tasks: dict[str, Any] = {}
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._tasks[stage], completed=done, total=total)
+
+
+@contextmanager
+def stage_bars(out: Any, rate: bool = True, eta: bool = False, label_width: int = 9) -> Iterator[None]:
+    """One bar per stage (done/total, rate, elapsed, ETA) for what the code inside reports to tasks.core.progress."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from tasks.core import progress
+
+    columns = [TextColumn(f"{{task.description:<{label_width}}}"), BarColumn(), MofNCompleteColumn()]
+    if rate:
+        columns.append(rate_column_class()())
+    columns.append(TimeElapsedColumn())
+    if eta:
+        columns.append(TimeRemainingColumn())
+    with Progress(*columns, console=out, transient=False) as bars, progress.progress_sink(RichProgress(bars)):
+        yield
+
+
+def port_number(value: str) -> int:
+    """argparse type for a TCP port: 0..65535 (0 lets the system pick a free one)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be a number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be between 0 and 65535, got {port}")
+    return port
+
+
+def optional_path(value: str | None) -> Path | None:
+    """A Path, or None for an option that was not given."""
+    return Path(value) if value else None

@@ -1,0 +1,108 @@
+"""The `assetmint` command line. Imports stay light here: torch loads only in commands that generate or score."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from cli.admin import cmd_keys_init, cmd_keys_show, cmd_safety_eval
+from cli.console import quiet_environment
+from cli.inspect import add_inspect_commands
+from cli.models import add_models_commands
+from cli.review import add_review_command
+from cli.runs import (
+    cmd_finalize,
+    cmd_plan,
+    cmd_publish,
+    cmd_replay,
+    cmd_run,
+    cmd_runs,
+    cmd_schema,
+    cmd_show,
+    cmd_validate,
+)
+from tasks.core.errors import AssetMintError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="assetmint", description="Provenance-aware batch production of generative marketing images."
+    )
+    parser.add_argument("--verbose", action="store_true", help="show library logs and full tracebacks")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--verbose", action="store_true", default=argparse.SUPPRESS, help="show library logs and full tracebacks"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, handler: Callable[[argparse.Namespace], int], help_text: str, policy: bool = True
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        p.set_defaults(handler=handler)
+        if policy:
+            p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
+        return p
+
+    p = command("run", cmd_run, "generate, CLIP-score, select and finalize every candidate of a manifest")
+    p.add_argument("manifest", metavar="MANIFEST")
+    p = command("validate", cmd_validate, "check a manifest against its schema and the policy limits")
+    p.add_argument("manifest", metavar="FILE")
+    p = command("plan", cmd_plan, "show the jobs a manifest expands to, generating nothing")
+    p.add_argument("manifest", metavar="FILE")
+    p = command("schema", cmd_schema, "print the JSON Schema of the manifest or policy format", policy=False)
+    p.add_argument("kind", choices=["manifest", "policy"])
+    command("runs", cmd_runs, "list runs in the ledger")
+    p = command("show", cmd_show, "show a run's ranking or one asset's full record")
+    p.add_argument("id", metavar="RUN_ID|ASSET_ID")
+    p = command("replay", cmd_replay, "regenerate an asset from its ledger record and compare pixel digests")
+    p.add_argument("asset_id", metavar="ASSET_ID")
+    p.add_argument("--run", help="the run, when the asset id exists in several runs")
+    p.add_argument("--out", metavar="PNG", help="also save the regenerated image here")
+    p = command("finalize", cmd_finalize, "watermark, sign and validate a run's approved candidates")
+    p.add_argument("run_id", metavar="RUN_ID")
+    p = command("publish", cmd_publish, "publish a run's finalized assets to the policy's target, create-only")
+    p.add_argument("run_id", metavar="RUN_ID")
+    safety = sub.add_parser("safety", help="safety filters")
+    safety_sub = safety.add_subparsers(dest="safety_command", required=True, metavar="ACTION")
+    p = safety_sub.add_parser("eval", help="measure the image filters on a labelled folder", parents=[common])
+    p.add_argument("folder", metavar="FOLDER")
+    p.add_argument("--labels", required=True, metavar="CSV", help="filename,label rows with label safe or unsafe")
+    p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_safety_eval)
+    keys = sub.add_parser("keys", help="development signing keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    p = keys_sub.add_parser("init", help="create a development CA and signing certificate")
+    p.add_argument("--force", action="store_true", help="replace existing keys")
+    p.add_argument("--algorithm", choices=["es256", "ps256", "ed25519"], default="es256")
+    p.set_defaults(handler=cmd_keys_init)
+    p = keys_sub.add_parser("show", help="show the development keys")
+    p.set_defaults(handler=cmd_keys_show)
+    add_models_commands(sub)
+    add_review_command(sub, common)
+    add_inspect_commands(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: run a subcommand; user errors print one paragraph and exit 2, never a traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_environment(args.verbose)
+    try:
+        return args.handler(args)
+    except AssetMintError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to continue where it stopped.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
