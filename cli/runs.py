@@ -111,7 +111,7 @@ def _print_summary(console: Any, summary: Any) -> None:
             best["candidate_id"][:12],  # any unique prefix works with `assetmint show`
         )
     console.print(table)
-    console.print(f"Images: {summary.run_dir}/candidates", soft_wrap=True)
+    console.print(f"Images: {summary.image_dir}", soft_wrap=True)
     if any(best["state"] == "finalized" for best in summary.best):
         console.print(f"Finalized (watermarked, signed): {summary.run_dir}/final", soft_wrap=True)
     console.print(f"Ledger: {summary.ledger_url}", soft_wrap=True)
@@ -174,10 +174,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _show_run(console: Any, ledger: Any, run: Any) -> None:
     from rich.table import Table
 
+    from tasks.storage.workdir import candidate_store, work_dir_of_run
+
     console.print(
         f"[bold]{run.run_id}[/bold]  {escape(run.campaign_name)}  status {run.status}, attempts {run.attempts}"
     )
-    console.print(f"manifest {run.manifest_path}\nimages {run.run_dir}/candidates", soft_wrap=True)
+    images = candidate_store(work_dir_of_run(Path(run.run_dir)))
+    console.print(f"manifest {run.manifest_path}\nimages {images}", soft_wrap=True)
     rows = ledger.candidates(run.run_id)
     for job in ledger.jobs(run.run_id):
         table = Table(title=escape(f"{job.prompt_id} {job.variant}: {job.prompt}"), title_justify="left")

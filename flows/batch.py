@@ -52,7 +52,8 @@ def publish_artifacts(summary: RunSummary) -> None:
         f"Status: **{summary.status}**; {counts}.",
         f"Generated in this attempt: {summary.generated_now}.",
         "",
-        f"Images: `{summary.run_dir}`",
+        f"Images: `{summary.image_dir}`",
+        f"Run folder: `{summary.run_dir}`",
         f"Ledger: `{summary.ledger_url}`",
     ]
     if summary.status == RunStatus.PENDING_REVIEW:

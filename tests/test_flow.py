@@ -129,13 +129,13 @@ def test_interrupted_run_resumes_without_duplicates(
     run_id = ledger.runs()[0].run_id
     assert ledger.run(run_id).status == "interrupted"
     assert ledger.state_counts(run_id) == {"generated": 2, "planned": 4}
-    first_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work/runs" / run_id / "candidates").iterdir()}
+    first_files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work/candidates").rglob("*.png")}
 
     monkeypatch.setattr(batch.generate_task, "fn", real_generate)
     summary = batch.batch_flow(manifest=str(manifest), policy=str(policy))
     assert summary.generated_now == 4
     assert summary.counts == {"finalized": 4, "not_selected": 2}
-    files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work/runs" / run_id / "candidates").iterdir()}
+    files = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "work/candidates").rglob("*.png")}
     assert len(files) == 6 and all(files[name] == mtime for name, mtime in first_files.items())
     assert ledger.run(run_id).attempts == 2
 

@@ -230,7 +230,7 @@ class Job:
 
 @dataclass(frozen=True)
 class Plan:
-    """A manifest expanded into jobs, with a run id derived from its content."""
+    """A manifest expanded into jobs; the run id is the campaign id plus a digest of the jobs' pixel-making content."""
 
     source: Path
     campaign_id: str
@@ -352,7 +352,8 @@ def expand(manifest: Manifest, source: Path) -> Plan:
                         **job_fields,
                     )
                 )
-    plan_digest = canonical_digest({"campaign": manifest.campaign.id, "jobs": [j.to_dict() for j in jobs]})
+    # Only what makes pixels names the run: seeds, keep_top_k and output_format can change and the run continues.
+    plan_digest = canonical_digest({"campaign": manifest.campaign.id, "jobs": sorted(j.job_key for j in jobs)})
     return Plan(
         source=source,
         campaign_id=manifest.campaign.id,

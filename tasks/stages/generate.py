@@ -20,6 +20,7 @@ from tasks.core.schedulers import get_scheduler_preset
 from tasks.stages.batch_invariance import make_batch_invariant
 from tasks.stages.models import ModelSource
 from tasks.storage.ledger import GeneratedImage
+from tasks.storage.workdir import candidate_image_path
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -230,7 +231,7 @@ def save_png_atomic(image: Image.Image, path: Path) -> str:
 def generate_candidates(
     loaded: LoadedPipeline,
     specs: Sequence[CandidateSpec],
-    image_dir: Path,
+    image_store: Path,
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[GeneratedImage]:
@@ -238,7 +239,6 @@ def generate_candidates(
     import diffusers
     import torch
 
-    image_dir.mkdir(parents=True, exist_ok=True)
     groups: dict[tuple[Any, ...], list[CandidateSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.batch_key(), []).append(spec)
@@ -250,7 +250,8 @@ def generate_candidates(
             images = run_pipeline(loaded, batch)
             seconds = (time.perf_counter() - began) / len(batch)
             for spec, image in zip(batch, images, strict=True):
-                path = image_dir / f"{spec.candidate_id}.png"
+                path = candidate_image_path(image_store, spec.candidate_id)
+                path.parent.mkdir(parents=True, exist_ok=True)
                 file_sha = save_png_atomic(image, path)
                 results.append(
                     GeneratedImage(

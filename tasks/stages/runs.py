@@ -41,8 +41,8 @@ from tasks.stages.score import (
     token_overflow,
 )
 from tasks.stages.select import rank_and_select
-from tasks.storage.ledger import CandidateScore, Ledger, PlannedCandidate
-from tasks.storage.workdir import ensure_writable
+from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
+from tasks.storage.workdir import candidate_store, ensure_writable
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,8 @@ class RunContext:
 
     @property
     def image_dir(self) -> Path:
-        """Where candidate images are written."""
-        return self.run_dir / "candidates"
+        """Where candidate images are written: the work dir's content-addressed store, shared by every run."""
+        return candidate_store(self.work_dir)
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class RunSummary:
     generated_now: int
     best: list[dict[str, Any]]
     run_dir: str
+    image_dir: str
     ledger_url: str
     warnings: list[str]
 
@@ -216,7 +217,45 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
     )
     for job in ctx.plan.jobs:  # this attempt's verdicts replace earlier ones (None: screening off)
         ledger.record_job_screening(ctx.run_id, job.job_key, prompt_verdicts.get(job.job_key))
+    reuse_generated(ctx)
     return resumed
+
+
+def reuse_generated(ctx: RunContext) -> int:
+    """Record as generated every pending candidate this ledger already made in any run; returns how many.
+
+    A candidate's id covers everything that makes its pixels, so an image made once is never made again: its file
+    is taken as it is when it still holds the bytes recorded then.
+    """
+    ledger = ledger_for(ctx.ledger_url)
+    blocked = blocked_job_keys(ledger, ctx.run_id)
+    pending = [
+        row
+        for row in ledger.candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
+        if row.job_key not in blocked
+    ]
+    made = ledger.generated_elsewhere([row.candidate_id for row in pending], ctx.run_id)
+    reused = [
+        GeneratedImage(
+            candidate_id=source.candidate_id,
+            image_path=str(source.image_path),
+            image_sha256=str(source.image_sha256),
+            pixel_sha256=str(source.pixel_sha256),
+            generation={**source.generation, "reused_from_run": source.run_id},
+        )
+        for source in made.values()
+        if _file_sha256(Path(str(source.image_path))) == source.image_sha256
+    ]
+    if reused:
+        ledger.record_generated(ctx.run_id, reused)
+    return len(reused)
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def pending_job_keys(ctx: RunContext) -> frozenset[str]:
@@ -443,6 +482,7 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         generated_now=generated_now,
         best=best,
         run_dir=str(ctx.run_dir),
+        image_dir=str(ctx.image_dir),
         ledger_url=ctx.ledger_url,
         warnings=list(warnings),
     )

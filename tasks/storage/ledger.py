@@ -443,6 +443,24 @@ class Ledger:
             )
             return {row.candidate_id: row.vector for row in rows}
 
+    def generated_elsewhere(self, candidate_ids: Sequence[str], run_id: str) -> dict[str, CandidateRow]:
+        """Candidates among `candidate_ids` that another run of this ledger already generated, by id."""
+        found: dict[str, CandidateRow] = {}
+        with self.transaction() as session:
+            for start in range(0, len(candidate_ids), 500):  # stay under SQLite's bound-parameter limit
+                query = (
+                    select(CandidateRow)
+                    .where(
+                        CandidateRow.candidate_id.in_(candidate_ids[start : start + 500]),
+                        CandidateRow.run_id != run_id,
+                        CandidateRow.image_sha256.is_not(None),
+                    )
+                    .order_by(CandidateRow.created_at)
+                )
+                for row in session.scalars(query):
+                    found.setdefault(row.candidate_id, row)
+        return found
+
     def record_generated(self, run_id: str, images: Sequence[GeneratedImage]) -> None:
         """Mark candidates generated with their files and digests, in one transaction."""
         now = self.clock.now()

@@ -27,6 +27,21 @@ def ensure_writable(folder: Path) -> Path:
     return folder
 
 
+def candidate_store(work_dir: Path) -> Path:
+    """The folder of candidate images, shared by every run on this work directory."""
+    return work_dir / "candidates"
+
+
+def candidate_image_path(store: Path, candidate_id: str) -> Path:
+    """Where a candidate's image lives: addressed by its content-derived id, so any run finds it."""
+    return store / candidate_id[:2] / f"{candidate_id}.png"
+
+
+def work_dir_of_run(run_dir: Path) -> Path:
+    """The work directory a run folder ({work_dir}/runs/{run_id}) belongs to."""
+    return Path(run_dir).parent.parent
+
+
 @contextmanager
 def run_lock(work_dir: Path, run_id: str) -> Iterator[None]:
     """Hold an exclusive lock for `run_id`; RunLockedError at once if another process holds it."""

@@ -24,6 +24,7 @@ from policies.model import Policy
 from tasks.core.errors import AssetMintError, ReviewError
 from tasks.core.states import CandidateState
 from tasks.storage.ledger import CandidateRow, Ledger, RunRow
+from tasks.storage.workdir import candidate_store, work_dir_of_run
 from tasks.web.review import sheet
 from tasks.web.review.publish import Publisher
 from tasks.web.review.security import FORM_TYPE, MAX_FORM_BYTES, Gate, guard
@@ -117,15 +118,17 @@ def _text(fields: dict[str, str], name: str) -> str:
 
 
 def _image_path(run: RunRow, row: CandidateRow) -> Path:
-    """The candidate's image file, only when it lies inside the run's own directory; 404 otherwise."""
+    """The candidate's image file, only inside the work dir's candidate store or the run's folder; 404 otherwise."""
     if not row.image_path:
         raise HTTPException(404, "this candidate has no image.")
+    run_dir = Path(run.run_dir)
+    roots = [candidate_store(work_dir_of_run(run_dir)), run_dir]  # runs of earlier releases kept images in run_dir
     try:
-        root = Path(run.run_dir).resolve(strict=True)
         path = Path(row.image_path).resolve(strict=True)
+        inside = any(path.is_relative_to(root.resolve()) for root in roots)
     except (OSError, RuntimeError):
         raise HTTPException(404, "image not found.") from None
-    if not path.is_relative_to(root) or not path.is_file() or path.suffix.lower() not in IMAGE_TYPES:
+    if not inside or not path.is_file() or path.suffix.lower() not in IMAGE_TYPES:
         raise HTTPException(404, "image not found.")
     return path
 
