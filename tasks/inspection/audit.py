@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import AssetMintError
+from tasks.core.media import sniff_mime
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -299,13 +300,6 @@ def install_bomb_guard() -> None:
     if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
         Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """PNG, JPEG or WebP from the first bytes; None otherwise."""
-    from tasks.inspection.verify import sniff_mime as sniff
-
-    return sniff(data)
 
 
 def open_image(data: bytes) -> Image.Image:

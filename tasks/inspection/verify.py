@@ -10,10 +10,9 @@ from typing import Any
 
 from policies.model import Policy
 from tasks.core.errors import AssetMintError
+from tasks.core.media import sniff_mime
 from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 from tasks.storage.ledger import Ledger
-
-SNIFFED_MIME = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
 @dataclass
@@ -37,16 +36,6 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """The image type from the first bytes: PNG, JPEG or WebP; None otherwise."""
-    for magic, mime in SNIFFED_MIME:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
 
 
 def trust_anchors_for(policy: Policy) -> list[str]:

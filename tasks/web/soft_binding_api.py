@@ -25,7 +25,8 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from tasks.inspection.audit import LedgerIndex, install_bomb_guard, manifest_store_bytes, open_image, sniff_mime
+from tasks.core.media import sniff_mime
+from tasks.inspection.audit import LedgerIndex, install_bomb_guard, manifest_store_bytes, open_image
 
 if TYPE_CHECKING:
     from policies.model import Policy
