@@ -13,7 +13,8 @@ evidence behind it:
 - ``not_ours``: neither a resolving watermark nor an AssetMint credential.
 - ``unreadable``: not an image, truncated or corrupt, a decompression bomb, or the object could not be fetched.
 
-One bad object never stops an audit: every failure becomes that object's verdict.
+One bad object never stops an audit: every failure becomes that object's verdict. The evidence comes from the
+inspection engine (`tasks.inspection.engine.inspect_bytes`); `audit_view` only turns it into the verdict.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ from tasks.inspection.engine import (
     inspect_bytes,
     install_bomb_guard,
     ledger_facts,
-    open_image,
     trust_anchors_for,
 )
 
@@ -51,8 +51,6 @@ if TYPE_CHECKING:
 
     from policies.model import Policy
     from tasks.storage.ledger import Ledger
-
-__all__ = ["LedgerIndex", "install_bomb_guard", "open_image"]  # kept importable from here for existing callers
 
 VERDICTS = ("verified", "recovered", "tampered", "mismatch", "untrusted", "not_ours", "unreadable")
 OK_VERDICTS = frozenset({"verified", "recovered"})

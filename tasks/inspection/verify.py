@@ -14,14 +14,10 @@ from tasks.inspection.engine import (
     Evidence,
     InspectionContext,
     LedgerIndex,
-    choose_decoder,
     inspect_bytes,
     install_bomb_guard,
-    trust_anchors_for,
 )
 from tasks.storage.ledger import Ledger
-
-__all__ = ["VerifyReport", "choose_decoder", "trust_anchors_for", "verify_file", "verify_view"]
 
 
 @dataclass
