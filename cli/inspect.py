@@ -16,14 +16,15 @@ VERIFY_HELP = "check files' Content Credentials and watermarks against the ledge
 def cmd_verify(args: argparse.Namespace) -> int:
     """Verify files' Content Credentials and watermarks against the ledger; exit 1 when any file fails."""
     from policies.model import load_policy
-    from tasks.inspection.verify import trust_anchors_for, verify_file
+    from tasks.inspection.engine import make_inspection_context
+    from tasks.inspection.verify import verify_file
     from tasks.storage.ledger import Ledger
 
     policy = load_policy(optional_path(args.policy))
     ledger_url = policy.ledger_url()
     ledger = Ledger.open(ledger_url)
-    anchors = trust_anchors_for(policy)
-    reports = [verify_file(Path(name), policy, ledger, anchors) for name in args.files]
+    context = make_inspection_context(policy, ledger)  # the ledger is indexed once for all files
+    reports = [verify_file(Path(name), policy, ledger, context.anchors, context) for name in args.files]
     if args.json:
         print(json.dumps([r.to_dict() for r in reports], indent=2, default=str))
     else:

@@ -189,10 +189,10 @@ def test_only_an_accepted_credential_chooses_the_watermark_decoder(
     from types import SimpleNamespace
 
     from policies.model import load_policy
-    from tasks.inspection.verify import _watermark_method
+    from tasks.inspection.engine import choose_decoder
     from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 
     policy = load_policy(PACKAGED_DEFAULT_POLICY)
     policy.finalize.require_trusted = require_trusted
     report = SimpleNamespace(state=state, soft_binding={"alg": f"{WATERMARK_ALG_PREFIX}rivaGan"})
-    assert _watermark_method(report, policy) == method
+    assert choose_decoder(report, policy).method == method

@@ -13,13 +13,13 @@ evidence behind it:
 - ``not_ours``: neither a resolving watermark nor an AssetMint credential.
 - ``unreadable``: not an image, truncated or corrupt, a decompression bomb, or the object could not be fetched.
 
-One bad object never stops an audit: every failure becomes that object's verdict.
+One bad object never stops an audit: every failure becomes that object's verdict. The evidence comes from the
+inspection engine (`tasks.inspection.engine.inspect_bytes`); `audit_view` only turns it into the verdict.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
 import json
 import struct
@@ -32,23 +32,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tasks.core.errors import AssetMintError
+from tasks.core.media import sniff_mime
+from tasks.inspection.engine import (
+    EXPECTED_STATES,
+    JUMBF_C2PA_LABEL,
+    Evidence,
+    InspectionContext,
+    LedgerIndex,
+    Unreadable,
+    inspect_bytes,
+    install_bomb_guard,
+    ledger_facts,
+    trust_anchors_for,
+)
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from policies.model import Policy
-    from tasks.storage.ledger import AssetRow, CandidateRow, Ledger
+    from tasks.storage.ledger import Ledger
 
 VERDICTS = ("verified", "recovered", "tampered", "mismatch", "untrusted", "not_ours", "unreadable")
 OK_VERDICTS = frozenset({"verified", "recovered"})
-EXPECTED_STATES = frozenset({"finalized", "published"})
-MAX_PIXELS = 64_000_000  # decompression-bomb guard: larger images are unreadable, never decoded
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
-MAX_RESCALE_SIZES = 12
-ASPECT_TOLERANCE = 0.02
 THUMBNAIL_SIDE = 96
 SIDECAR_SUFFIX = ".provenance.json"
-JUMBF_C2PA_LABEL = b"jumdc2pa"
 
 
 class AuditTargetError(AssetMintError):
@@ -73,7 +81,7 @@ class AuditItem:
 def _read_file(path: Path) -> tuple[bytes, dict[str, str]]:
     size = path.stat().st_size
     if size > MAX_OBJECT_BYTES:
-        raise _Unreadable(f"the file is {size} bytes, over the audit limit of {MAX_OBJECT_BYTES}")
+        raise Unreadable(f"the file is {size} bytes, over the audit limit of {MAX_OBJECT_BYTES}")
     return path.read_bytes(), {}
 
 
@@ -116,7 +124,7 @@ def _s3_items(target: str, bucket: str, prefix: str, client: Any) -> list[AuditI
     def fetch(key: str, size: int) -> Callable[[], tuple[bytes, dict[str, str]]]:
         def run() -> tuple[bytes, dict[str, str]]:
             if size > MAX_OBJECT_BYTES:
-                raise _Unreadable(f"the object is {size} bytes, over the audit limit of {MAX_OBJECT_BYTES}")
+                raise Unreadable(f"the object is {size} bytes, over the audit limit of {MAX_OBJECT_BYTES}")
             response = client.get_object(Bucket=bucket, Key=key)
             return response["Body"].read(), dict(response.get("Metadata") or {})
 
@@ -173,60 +181,7 @@ def list_items(targets: Sequence[str], policy: Policy, s3_client: Any = None) ->
     return items
 
 
-# --- the ledger, indexed once per audit ----------------------------------------------------------------------------
-
-
-@dataclass
-class LedgerIndex:
-    """Every asset record of a ledger, indexed by watermark key, payload, manifest, location and sha256."""
-
-    by_key: dict[int, tuple[AssetRow, CandidateRow]] = field(default_factory=dict)
-    by_payload: dict[str, int] = field(default_factory=dict)
-    by_label: dict[str, int] = field(default_factory=dict)
-    by_candidate: dict[str, list[int]] = field(default_factory=dict)
-    by_location: dict[tuple[str, ...], int] = field(default_factory=dict)
-    by_sha256: dict[str, int] = field(default_factory=dict)
-    sizes: list[tuple[int, int]] = field(default_factory=list)
-
-    @classmethod
-    def build(cls, ledger: Ledger | None) -> LedgerIndex:
-        """Read every asset (with its candidate) once; an empty index without a ledger."""
-        index = cls()
-        if ledger is None:
-            return index
-        sizes: Counter[tuple[int, int]] = Counter()
-        for run in ledger.runs():
-            candidates = {row.candidate_id: row for row in ledger.candidates(run.run_id)}
-            for asset in ledger.assets(run.run_id):
-                candidate = candidates.get(asset.candidate_id)
-                if candidate is None:
-                    continue
-                key = asset.asset_key
-                index.by_key[key] = (asset, candidate)
-                index.by_candidate.setdefault(asset.candidate_id, []).append(key)
-                if asset.payload_hex:
-                    index.by_payload[asset.payload_hex.lower()] = key
-                if asset.manifest_label:
-                    index.by_label[asset.manifest_label] = key
-                if asset.final_sha256:
-                    index.by_sha256[asset.final_sha256] = key
-                if asset.final_path:
-                    index.by_location[("file", str(Path(asset.final_path).resolve()))] = key
-                receipt = asset.published or {}
-                if receipt.get("key"):
-                    if receipt.get("bucket"):
-                        index.by_location[("s3", str(receipt["bucket"]), str(receipt["key"]))] = key
-                    elif str(receipt.get("target", "")).startswith("file://"):
-                        root = Path(str(receipt["target"])[len("file://") :])
-                        index.by_location[("file", str(root.joinpath(*str(receipt["key"]).split("/")).resolve()))] = key
-                if candidate.state in EXPECTED_STATES:
-                    sizes[(candidate.width, candidate.height)] += 1
-        index.sizes = [size for size, _ in sizes.most_common()]
-        return index
-
-    def get(self, key: int | None) -> tuple[AssetRow, CandidateRow] | None:
-        """The asset and candidate of a watermark key, or None."""
-        return self.by_key.get(key) if key is not None else None
+# --- the audit's context -------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -238,20 +193,30 @@ class AuditContext:
     index: LedgerIndex
     thumbnails: bool = False
 
+    def inspection(
+        self,
+        location: tuple[str, ...] = (),
+        metadata: dict[str, str] | None = None,
+        sidecar: dict[str, Any] | None = None,
+    ) -> InspectionContext:
+        """The engine's context for one object."""
+        return InspectionContext(
+            policy=self.policy,
+            anchors=self.anchors,
+            index=self.index,
+            location=location,
+            metadata=metadata,
+            sidecar=sidecar,
+        )
+
 
 def make_context(policy: Policy, ledger: Ledger | None, thumbnails: bool = False) -> AuditContext:
     """Trust anchors from the policy and an index of the ledger, built once."""
-    from tasks.inspection.verify import trust_anchors_for
-
     install_bomb_guard()
     return AuditContext(policy, trust_anchors_for(policy), LedgerIndex.build(ledger), thumbnails)
 
 
 # --- one object -----------------------------------------------------------------------------------------------------
-
-
-class _Unreadable(Exception):
-    """This object cannot be audited (fetched, parsed or decoded); the message says why."""
 
 
 @dataclass
@@ -290,43 +255,6 @@ class AuditResult:
         }
 
 
-def install_bomb_guard() -> None:
-    """Cap PIL's MAX_IMAGE_PIXELS at MAX_PIXELS and turn DecompressionBombWarning into an error (process-wide)."""
-    import warnings
-
-    from PIL import Image
-
-    if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > MAX_PIXELS:
-        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
-    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
-
-
-def sniff_mime(data: bytes) -> str | None:
-    """PNG, JPEG or WebP from the first bytes; None otherwise."""
-    from tasks.inspection.verify import sniff_mime as sniff
-
-    return sniff(data)
-
-
-def open_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully, refusing bombs (over MAX_PIXELS) and truncated or corrupt data with _Unreadable."""
-    from PIL import Image
-
-    try:
-        image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise _Unreadable(f"decompression bomb: {width}x{height} px is over the audit limit of {MAX_PIXELS} pixels")
-        image.load()
-        return image
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise _Unreadable(f"decompression bomb: {exc}") from None
-    except _Unreadable:
-        raise
-    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for corrupt data (OSError, SyntaxError, ...)
-        raise _Unreadable(f"the image cannot be decoded: {exc.__class__.__name__}: {exc}") from None
-
-
 def _thumbnail(image: Image.Image) -> str:
     small = image.convert("RGB")
     small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
@@ -335,87 +263,12 @@ def _thumbnail(image: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _size_of(value: Any) -> tuple[int, int] | None:
-    if isinstance(value, dict) and isinstance(value.get("width"), int) and isinstance(value.get("height"), int):
-        return int(value["width"]), int(value["height"])
-    return None
-
-
-def rescale_sizes(image_size: tuple[int, int], ctx: AuditContext, hints: Sequence[tuple[int, int] | None]) -> list:
-    """Sizes to rescale to before decoding: hints first, then the policy's, then the ledger's; same aspect only."""
-    from tasks.provenance.watermark import MIN_SIDE
-
-    width, height = image_size
-    aspect = width / height if height else 0.0
-    ordered = [*hints, *(tuple(s) for s in ctx.policy.watermark.audit_rescale_sizes), *ctx.index.sizes]
-    sizes: list[tuple[int, int]] = []
-    for size in ordered:
-        if size is None or size in sizes or size == (width, height) or min(size) < MIN_SIDE:
-            continue
-        if aspect and abs(size[0] / size[1] - aspect) / aspect > ASPECT_TOLERANCE:
-            continue
-        sizes.append((int(size[0]), int(size[1])))
-    return sizes[:MAX_RESCALE_SIZES]
-
-
-def _credential_facts(report: Any) -> dict[str, Any]:
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
-
-    soft = report.soft_binding or {}
-    blocks = soft.get("blocks") or []
-    payload = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
-    generation = report.generation_assertion or {}
-    ours = bool(
-        (report.claim_generator or "").startswith("AssetMint")
-        or str(soft.get("alg", "")).startswith(WATERMARK_ALG_PREFIX)
-        or report.generation_assertion is not None
-    )
-    return {
-        "state": report.state,
-        "status_codes": list(report.status_codes),
-        "manifest_label": report.active_manifest_label,
-        "signer": report.signer,
-        "claim_generator": report.claim_generator,
-        "soft_binding_alg": soft.get("alg"),
-        "soft_binding_payload": str(payload).lower() if payload else None,
-        "asset_id": generation.get("asset_id"),
-        "run_id": generation.get("run_id"),
-        "size": _size_of(generation.get("size")),
-        "ours": ours,
-    }
-
-
-def _ledger_facts(found: tuple[AssetRow, CandidateRow]) -> dict[str, Any]:
-    asset, candidate = found
-    return {
-        "asset_key": asset.asset_key,
-        "run_id": asset.run_id,
-        "candidate_id": asset.candidate_id,
-        "state": candidate.state,
-        "size": {"width": candidate.width, "height": candidate.height},
-        "payload": asset.payload_hex,
-        "final_sha256": asset.final_sha256,
-        "manifest_label": asset.manifest_label,
-        "published": asset.published,
-    }
-
-
-def _credential_asset(cred: dict[str, Any], index: LedgerIndex) -> int | None:
-    if cred.get("soft_binding_payload") and cred["soft_binding_payload"] in index.by_payload:
-        return index.by_payload[cred["soft_binding_payload"]]
-    if cred.get("manifest_label") and cred["manifest_label"] in index.by_label:
-        return index.by_label[cred["manifest_label"]]
-    keys = index.by_candidate.get(str(cred.get("asset_id") or ""), [])
-    matching = [k for k in keys if index.by_key[k][0].run_id == cred.get("run_id")] or keys
-    return matching[0] if len(matching) == 1 else None
-
-
 def audit_object(item: AuditItem, ctx: AuditContext) -> AuditResult:
     """Fetch and audit one object; every failure becomes its verdict (never raises for a bad object)."""
     result = AuditResult(target=item.target, object=item.name, verdict="unreadable")
     try:
         data, metadata = item.fetch()
-    except _Unreadable as exc:
+    except Unreadable as exc:
         result.reasons.append(str(exc))
         return _expect_by_location(result, item, ctx)
     except Exception as exc:  # noqa: BLE001 - access errors (S3, file system) are this object's verdict
@@ -440,7 +293,7 @@ def _expect_by_location(result: AuditResult, item: AuditItem, ctx: AuditContext)
     if found is not None:
         result.expected = found[1].state in EXPECTED_STATES
         result.run_id, result.candidate_id = found[0].run_id, found[0].candidate_id
-        result.evidence["location_asset"] = _ledger_facts(found)
+        result.evidence["location_asset"] = ledger_facts(found)
     return result
 
 
@@ -453,23 +306,30 @@ def audit_bytes(
     metadata: dict[str, str] | None = None,
     sidecar: dict[str, Any] | None = None,
 ) -> AuditResult:
-    """Decide the verdict of one object's bytes and fill in its evidence."""
-    from tasks.core.errors import ProvenanceError, WatermarkError
-    from tasks.provenance import credentials as provenance
-    from tasks.provenance import watermark
+    """Inspect one object's bytes with the engine and turn the evidence into its verdict."""
+    found = inspect_bytes(data, ctx.inspection(location, metadata, sidecar))
+    return audit_view(found, ctx, result, metadata=metadata, sidecar=sidecar)
 
+
+def audit_view(
+    found: Evidence,
+    ctx: AuditContext,
+    result: AuditResult,
+    *,
+    metadata: dict[str, str] | None = None,
+    sidecar: dict[str, Any] | None = None,
+) -> AuditResult:
+    """The audit's verdict, reasons and evidence for what the engine found."""
     evidence = result.evidence
-    sha256 = hashlib.sha256(data).hexdigest()
-    evidence.update({"sha256": sha256, "bytes": len(data)})
+    index = ctx.index
+    evidence.update({"sha256": found.sha256, "bytes": found.size})
     if metadata:
         evidence["s3_metadata"] = metadata
     if sidecar is not None:
         evidence["sidecar"] = sidecar.get("provenance")
-    index = ctx.index
-    location_key = index.by_location.get(location) if location else None
-    expected_key = location_key if location_key is not None else index.by_sha256.get(sha256)
+    expected_key, linked_key = found.expected_key, found.linked_key
     if expected_key is not None:
-        evidence["location_asset"] = _ledger_facts(index.by_key[expected_key])
+        evidence["location_asset"] = ledger_facts(index.by_key[expected_key])
 
     def finish(verdict: str, *reasons: str) -> AuditResult:
         result.verdict = verdict
@@ -481,94 +341,26 @@ def audit_bytes(
         result.expected = any(state in EXPECTED_STATES for state in states)
         return result
 
-    linked_key: int | None = None
-    mime = sniff_mime(data)
-    evidence["mime"] = mime
-    if mime is None:
-        return finish("unreadable", "not a PNG, JPEG or WebP image")
-    try:
-        image = open_image(data)
-    except _Unreadable as exc:
-        return finish("unreadable", str(exc))
-    evidence["dimensions"] = {"width": image.size[0], "height": image.size[1]}
-    if ctx.thumbnails:
-        result.thumbnail = _thumbnail(image)
-
-    cred: dict[str, Any] | None = None
-    try:
-        report = provenance.read_and_validate(data, mime, ctx.anchors)
-        if report.state != "NoManifest":
-            cred = _credential_facts(report)
-    except ProvenanceError as exc:
-        if JUMBF_C2PA_LABEL in data:  # a manifest store is there but the reader cannot make sense of it
-            cred = {"state": "Invalid", "status_codes": ["manifest.unreadable"], "error": str(exc), "ours": False}
-        else:
-            evidence["credential_error"] = str(exc)
+    evidence["mime"] = found.mime
+    if found.unreadable is not None:
+        linked_key = None  # an undecodable object is linked only through where it lies or its sha256
+        return finish("unreadable", found.unreadable)
+    if found.image is not None:
+        evidence["dimensions"] = {"width": found.image.size[0], "height": found.image.size[1]}
+        if ctx.thumbnails:
+            result.thumbnail = _thumbnail(found.image)
+    cred = found.credential
+    if cred is None and found.credential_error is not None:
+        evidence["credential_error"] = found.credential_error
     evidence["credential"] = cred
-    cred_key = _credential_asset(cred, index) if cred else None
-
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
-
-    # Only a trusted credential may pick the decoder; anything else could steer it away from our mark.
-    methods = [ctx.policy.watermark.method.value]
-    alg = (cred or {}).get("soft_binding_alg") or ""
-    if (cred or {}).get("state") == "Trusted" and alg.startswith(WATERMARK_ALG_PREFIX):
-        methods.insert(0, alg[len(WATERMARK_ALG_PREFIX) :])
-    methods += [m.value for m in watermark.WatermarkMethod if m.value not in methods and m.value != "rivaGan"]
-    hints: list[tuple[int, int] | None] = [(cred or {}).get("size")]
-    if sidecar is not None:
-        hints.append(_size_of((sidecar.get("generation") or {}).get("size")))
-    for key in (expected_key, cred_key):
-        if key is not None:
-            candidate = index.by_key[key][1]
-            hints.append((candidate.width, candidate.height))
-    sizes = rescale_sizes(image.size, ctx, hints)
-    decoded_key: int | None = None
-    rgb = image.convert("RGB")
-    for method in methods:
-        try:
-            decoded = watermark.decode_for_audit(rgb, method, sizes)
-        except (WatermarkError, ValueError, OSError) as exc:
-            evidence["watermark"] = {"method": method, "key": None, "error": str(exc)}
-            continue
-        decoded_key = decoded.key
-        evidence["watermark"] = {
-            "method": method,
-            "key": decoded.key,
-            "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None,
-            "attempt": decoded.attempt,
-            "sizes_tried": [f"{w}x{h}" for w, h in sizes],
-            "methods_tried": methods[: methods.index(method) + 1],
-        }
-        if decoded_key is not None:
-            break
-    wm_found = index.get(decoded_key)
-    if decoded_key is not None and wm_found is None:
-        evidence["watermark"]["ledger"] = f"key {decoded_key} resolves to no record in this ledger"
-    wm_key = decoded_key if wm_found is not None else None
-    if wm_found is not None:
-        evidence["ledger"] = _ledger_facts(wm_found)
-    linked_key = wm_key if wm_key is not None else cred_key
-
-    # Every disagreement between the pieces of evidence, whatever the credential's state.
-    disagreements: list[str] = []
-    wm_payload = (evidence.get("watermark") or {}).get("payload")
-    if cred and cred.get("soft_binding_payload") and wm_payload and cred["soft_binding_payload"] != wm_payload:
-        disagreements.append(
-            f"the credential's soft binding {cred['soft_binding_payload']} disagrees with the watermark {wm_payload} "
-            "(a credential from another asset)"
-        )
-    if cred_key is not None and wm_key is not None and cred_key != wm_key:
-        disagreements.append(
-            f"the credential belongs to asset {index.by_key[cred_key][0].candidate_id} but the watermark resolves to "
-            f"{index.by_key[wm_key][0].candidate_id}"
-        )
-    if expected_key is not None and linked_key is not None and expected_key != linked_key:
-        disagreements.append(
-            f"the ledger published asset {index.by_key[expected_key][0].candidate_id} here, but this object is "
-            f"asset {index.by_key[linked_key][0].candidate_id}"
-        )
-    disagreements.extend(_metadata_disagreements(metadata, sidecar, index.get(linked_key), wm_payload, sha256))
+    if found.watermark is not None:
+        evidence["watermark"] = dict(found.watermark)
+    if found.decoded_key is not None and found.watermark_key is None:
+        evidence["watermark"]["ledger"] = f"key {found.decoded_key} resolves to no record in this ledger"
+    if found.watermark_key is not None:
+        evidence["ledger"] = ledger_facts(index.by_key[found.watermark_key])
+    disagreements = list(found.disagreements)
+    cred_key, wm_key = found.credential_key, found.watermark_key
 
     if cred is not None and cred["state"] == "Invalid":
         if disagreements and cred_key is not None and wm_key is not None and cred_key != wm_key:
@@ -583,14 +375,13 @@ def audit_bytes(
                 "anchors",
                 *disagreements,
             )
-        if cred.get("soft_binding_payload") and decoded_key is None:
+        if cred.get("soft_binding_payload") and found.decoded_key is None:
             disagreements.append("the credential binds a watermark but none decodes from the pixels")
-        found = index.get(linked_key)
-        if found is not None and found[0].final_sha256 and found[0].final_sha256 != sha256:
-            disagreements.append("the bytes differ from the finalized asset's recorded sha256")
+        if found.sha256_differs:
+            disagreements.append(found.sha256_differs)
         if disagreements:
             return finish("mismatch", *disagreements)
-        if found is None:
+        if index.get(linked_key) is None:
             return finish("verified", "trusted AssetMint credential; no record of it in this ledger")
         return finish("verified", "trusted credential, watermark, ledger record and sha256 agree")
     # No credential of ours (none, or a valid foreign one).
@@ -611,47 +402,6 @@ def audit_bytes(
     if cred is not None:
         return finish("not_ours", f"a {cred['state']} credential that is not AssetMint's and no AssetMint watermark")
     return finish("not_ours", "no Content Credential and no AssetMint watermark")
-
-
-def _metadata_disagreements(
-    metadata: dict[str, str] | None,
-    sidecar: dict[str, Any] | None,
-    found: tuple[AssetRow, CandidateRow] | None,
-    wm_payload: str | None,
-    sha256: str,
-) -> list[str]:
-    problems: list[str] = []
-    claims: list[tuple[str, str, str | None]] = []
-    if metadata:
-        claims += [
-            ("object metadata sha256", "sha256", metadata.get("sha256")),
-            ("object metadata asset-id", "asset", metadata.get("asset-id")),
-            ("object metadata watermark-payload", "payload", metadata.get("watermark-payload")),
-            ("object metadata c2pa-manifest", "label", metadata.get("c2pa-manifest")),
-        ]
-    provenance = (sidecar or {}).get("provenance") or {}
-    if provenance:
-        claims += [
-            ("sidecar sha256", "sha256", provenance.get("sha256")),
-            ("sidecar asset_id", "asset", (sidecar or {}).get("asset_id")),
-            ("sidecar watermark_payload", "payload", provenance.get("watermark_payload")),
-            ("sidecar c2pa_manifest", "label", provenance.get("c2pa_manifest")),
-        ]
-    asset = found[0] if found is not None else None
-    for what, kind, claimed in claims:
-        if not claimed:
-            continue
-        if kind == "sha256" and asset is not None and asset.final_sha256 == sha256 and claimed != sha256:
-            problems.append(f"{what} {claimed} differs from the object's sha256 {sha256}")
-        elif kind == "sha256" and asset is None and claimed != sha256:
-            problems.append(f"{what} {claimed} differs from the object's sha256 {sha256}")
-        elif kind == "asset" and asset is not None and claimed != asset.candidate_id:
-            problems.append(f"{what} {claimed} but the object is asset {asset.candidate_id}")
-        elif kind == "payload" and wm_payload and claimed.lower() != wm_payload:
-            problems.append(f"{what} {claimed} but the watermark reads {wm_payload}")
-        elif kind == "label" and asset is not None and asset.manifest_label and claimed != asset.manifest_label:
-            problems.append(f"{what} {claimed} but the asset's manifest is {asset.manifest_label}")
-    return problems
 
 
 # --- a whole audit -------------------------------------------------------------------------------------------------

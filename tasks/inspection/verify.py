@@ -1,19 +1,23 @@
-"""`assetmint verify`: one file's Content Credential, its watermark, and whether both agree with the ledger."""
+"""`assetmint verify`: one file's Content Credential, its watermark, and whether both agree with the ledger.
+
+A view of the inspection engine: `verify_file` maps its `Evidence` to the report fields and problems below.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from policies.model import Policy
-from tasks.core.errors import AssetMintError
-from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+from tasks.inspection.engine import (
+    Evidence,
+    InspectionContext,
+    LedgerIndex,
+    inspect_bytes,
+    install_bomb_guard,
+)
 from tasks.storage.ledger import Ledger
-
-SNIFFED_MIME = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"))
 
 
 @dataclass
@@ -39,124 +43,69 @@ class VerifyReport:
         return asdict(self)
 
 
-def sniff_mime(data: bytes) -> str | None:
-    """The image type from the first bytes: PNG, JPEG or WebP; None otherwise."""
-    for magic, mime in SNIFFED_MIME:
-        if data.startswith(magic):
-            return mime
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
+def verify_file(
+    path: Path,
+    policy: Policy,
+    ledger: Ledger | None,
+    anchors: list[str],
+    context: InspectionContext | None = None,
+) -> VerifyReport:
+    """Check one file's credential, watermark and ledger agreement; never raises for a bad file.
 
-
-def trust_anchors_for(policy: Policy) -> list[str]:
-    """The policy's trust anchors, plus the development root when the policy signs with development keys."""
-    anchors = list(policy.signing.trust_anchors)
-    if policy.signing.uses_development_keys:
-        from tasks.provenance.keys import show_dev_keys
-
-        try:
-            anchors.append(str(show_dev_keys().trust_anchor))
-        except AssetMintError:
-            pass  # no development keys on this machine: nothing signed here with them to trust
-    return anchors
-
-
-def _watermark_method(report: Any, policy: Policy) -> str:
-    """The decoder to use: the credential's soft-binding algorithm only when the policy accepts the credential.
-
-    Anyone can attach a credential naming another algorithm; letting it choose would hide our mark from the check.
+    Pass `context` (the same for every file) to index the ledger once for many files.
     """
-    from tasks.provenance.credentials import accepted_states
-
-    if report is None or report.state not in accepted_states(policy.finalize.require_trusted):
-        return policy.watermark.method.value
-    alg = (report.soft_binding or {}).get("alg", "")
-    if isinstance(alg, str) and alg.startswith(WATERMARK_ALG_PREFIX):
-        return alg[len(WATERMARK_ALG_PREFIX) :]
-    return policy.watermark.method.value
-
-
-def _candidate_sizes(report: Any, policy: Policy) -> list[tuple[int, int]]:
-    sizes = [tuple(size) for size in policy.watermark.audit_rescale_sizes]
-    size = ((report.generation_assertion or {}).get("size") if report is not None else None) or {}
-    if isinstance(size, dict) and isinstance(size.get("width"), int) and isinstance(size.get("height"), int):
-        sizes.insert(0, (size["width"], size["height"]))
-    return sizes  # type: ignore[return-value]
-
-
-def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list[str]) -> VerifyReport:
-    """Check one file's credential, watermark and ledger agreement; never raises for a bad file."""
-    from PIL import Image, UnidentifiedImageError
-
-    from tasks.core.errors import ProvenanceError, WatermarkError
-    from tasks.provenance import credentials as provenance
-    from tasks.provenance import watermark
-
     result = VerifyReport(path=str(path))
     try:
         data = path.read_bytes()
     except OSError as exc:
         result.fail(f"cannot read the file: {exc.strerror or exc}")
         return result
-    result.sha256 = hashlib.sha256(data).hexdigest()
-    result.mime = sniff_mime(data)
-    if result.mime is None:
-        result.fail("not a PNG, JPEG or WebP image")
-        return result
+    if context is None:
+        install_bomb_guard()
+        context = InspectionContext(policy=policy, anchors=anchors, index=LedgerIndex.build(ledger))
+    return verify_view(inspect_bytes(data, context), result, context, with_ledger=ledger is not None)
 
-    report = None
-    try:
-        report = provenance.read_and_validate(data, result.mime, anchors)
-        result.credential = report.to_dict()
-    except ProvenanceError as exc:
-        result.fail(f"the Content Credential cannot be read: {exc}")
+
+def verify_view(found: Evidence, result: VerifyReport, context: InspectionContext, with_ledger: bool) -> VerifyReport:
+    """Verify's report fields and problems for what the engine found."""
+    from tasks.provenance.credentials import accepted_states
+
+    result.sha256 = found.sha256
+    result.mime = found.mime
+    if found.mime is None:
+        result.fail(found.unreadable or "not an image")
+        return result
+    report = found.report
     if report is not None:
-        accepted = provenance.accepted_states(policy.finalize.require_trusted)
+        result.credential = report.to_dict()
         if report.state == "NoManifest":
             result.fail("no Content Credential (C2PA manifest)")
-        elif report.state not in accepted:
+        elif report.state not in accepted_states(context.policy.finalize.require_trusted):
             codes = ", ".join(report.status_codes) or "no codes"
             result.fail(f"Content Credential is {report.state} ({codes})")
+    elif found.credential_error is not None:
+        result.fail(f"the Content Credential cannot be read: {found.credential_error}")
+    if found.unreadable is not None:
+        result.fail(f"the watermark cannot be decoded: {found.unreadable}")
+        return result
 
-    method = _watermark_method(report, policy)
-    decoded_key: int | None = None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            decoded = watermark.decode_for_audit(image.convert("RGB"), method, _candidate_sizes(report, policy))
-        decoded_key = decoded.key
-        result.watermark = {
-            "method": method,
-            "key": decoded.key,
-            "attempt": decoded.attempt,
-            "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None,
-        }
-        if decoded.key is None:
-            result.fail(f"no AssetMint watermark ({method}) decodes from the pixels")
-    except (WatermarkError, UnidentifiedImageError, OSError, ValueError) as exc:
-        result.fail(f"the watermark cannot be decoded: {exc}")
+    wm = found.watermark or {}
+    if "error" in wm:
+        result.fail(f"the watermark cannot be decoded: {wm['error']}")
+    elif wm:
+        result.watermark = {k: wm[k] for k in ("method", "key", "attempt", "payload")}
+        if wm["key"] is None:
+            tried = ", ".join(wm.get("methods_tried") or [wm["method"]])
+            result.fail(f"no AssetMint watermark ({tried}) decodes from the pixels")
+    for problem in found.disagreements:
+        result.fail(problem)
 
-    soft = (report.soft_binding or {}) if report is not None else {}
-    blocks = soft.get("blocks") or []
-    bound_payload = blocks[0].get("value") if blocks and isinstance(blocks[0], dict) else None
-    if (
-        result.watermark
-        and result.watermark["payload"]
-        and bound_payload
-        and bound_payload != result.watermark["payload"]
-    ):
-        result.fail(
-            f"the credential's soft binding {bound_payload} disagrees with the watermark "
-            f"{result.watermark['payload']} (credential from another asset?)"
-        )
-
-    if ledger is not None and decoded_key is not None:
-        found = ledger.asset_by_key(decoded_key)
-        if found is None:
-            result.fail(f"watermark key {decoded_key} resolves to no record in this ledger")
+    if with_ledger and found.decoded_key is not None:
+        record = context.index.get(found.watermark_key)
+        if record is None:
+            result.fail(f"watermark key {found.decoded_key} resolves to no record in this ledger")
         else:
-            asset, candidate = found
+            asset, candidate = record
             result.ledger = {
                 "asset_key": asset.asset_key,
                 "run_id": asset.run_id,
@@ -165,9 +114,6 @@ def verify_file(path: Path, policy: Policy, ledger: Ledger | None, anchors: list
                 "final_sha256": asset.final_sha256,
                 "manifest_label": asset.manifest_label,
             }
-            claimed = (report.generation_assertion or {}).get("asset_id") if report is not None else None
-            if claimed and claimed != asset.candidate_id:
-                result.fail(f"the credential names asset {claimed} but the watermark resolves to {asset.candidate_id}")
-            if asset.final_sha256 and asset.final_sha256 != result.sha256:
-                result.fail("the bytes differ from the finalized asset's recorded sha256 (re-encoded or edited)")
+            if found.sha256_differs:
+                result.fail(f"{found.sha256_differs} (re-encoded or edited)")
     return result

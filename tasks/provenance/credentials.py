@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from tasks.core.errors import AssetMintError, ProvenanceError, SigningConfigError
+from tasks.core.media import SNIFFABLE, sniff_mime
 
 if TYPE_CHECKING:  # pragma: no cover
     from policies.signing import SigningPolicy
@@ -660,16 +661,6 @@ def _check_mime(mime: str) -> str:
     return normalized
 
 
-def _sniff_mime(data: bytes) -> str | None:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if len(data) >= 12 and data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    return None
-
-
 def sign_asset(image_bytes: bytes, mime: str, manifest_definition: dict, signer: SignerHandle) -> bytes:
     """Sign the manifest into the image bytes (in memory) and return the signed bytes."""
     import c2pa
@@ -677,10 +668,10 @@ def sign_asset(image_bytes: bytes, mime: str, manifest_definition: dict, signer:
     mime = _check_mime(mime)
     if not image_bytes:
         raise ProvenanceError("no image bytes to sign")
-    actual = _sniff_mime(image_bytes)
+    actual = sniff_mime(image_bytes)
     if actual != mime:
         raise ProvenanceError(
-            f"the image bytes are {actual or 'not a PNG, JPEG or WebP image'}, not {mime} as declared"
+            f"the image bytes are {actual or 'not a ' + SNIFFABLE + ' image'}, not {mime} as declared"
         )
     definition = dict(manifest_definition)
     declared = definition.setdefault("format", mime)

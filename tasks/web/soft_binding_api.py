@@ -2,10 +2,11 @@
 
 Routes (the C2PA specification's vocabulary): ``GET|POST /matches/byBinding`` (a soft binding's ``alg`` and
 ``value``: base64 of the payload bytes as the specification says, or the payload as hex, as it appears in our
-``c2pa.soft-binding`` assertions), ``POST /matches/byContent`` (an image body: its watermark is decoded, rescaled
-to the ledger's sizes when needed), ``GET /manifests/{manifestId}`` (the manifest store bytes, ``application/c2pa``)
-and ``GET /services/supportedAlgorithms``. Matches answer ``{"matches": [{"manifestId", "similarityScore"}]}``;
-manifest ids are the C2PA manifest labels the ledger recorded at finalization.
+``c2pa.soft-binding`` assertions), ``POST /matches/byContent`` (an image body: the inspection engine decodes its
+watermark, rescaled to the ledger's sizes when needed), ``GET /manifests/{manifestId}`` (the manifest store bytes,
+``application/c2pa``) and ``GET /services/supportedAlgorithms``. Matches answer
+``{"matches": [{"manifestId", "similarityScore"}]}``; manifest ids are the C2PA manifest labels the ledger
+recorded at finalization.
 
 Read-only (lookups only), no authentication (it serves what published assets already carry), separate from the
 review server. FastAPI is imported at module level (route annotations are resolved against this module); import
@@ -25,7 +26,9 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
-from tasks.inspection.audit import LedgerIndex, install_bomb_guard, manifest_store_bytes, open_image, sniff_mime
+from tasks.core.media import SNIFFABLE, sniff_mime
+from tasks.inspection.audit import manifest_store_bytes
+from tasks.inspection.engine import InspectionContext, LedgerIndex, inspect_bytes, install_bomb_guard
 
 if TYPE_CHECKING:
     from policies.model import Policy
@@ -174,8 +177,8 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
         max_results: int = Query(10, alias="maxResults", ge=1),
     ) -> Any:
         """Manifest ids of the asset whose watermark the uploaded image carries."""
-        method = _method_of(alg, default_method)
-        if method is None:
+        method = _method_of(alg, default_method) if alg else None
+        if alg and method is None:
             raise HTTPException(400, f"unsupported soft binding algorithm {alg!r}; see /services/supportedAlgorithms")
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > max_body_bytes:
@@ -188,29 +191,19 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
             chunks.append(chunk)
         data = b"".join(chunks)
         if sniff_mime(data) is None:
-            return JSONResponse({"detail": "the body is not a PNG, JPEG or WebP image"}, status_code=415)
+            return JSONResponse({"detail": f"the body is not a {SNIFFABLE} image"}, status_code=415)
         payload = await run_in_threadpool(decode, data, method)
         if payload is None:
             return {"matches": []}
         return by_payload(payload, max_results)
 
-    def decode(data: bytes, method: str) -> str | None:
-        from tasks.inspection.audit import _Unreadable
-        from tasks.provenance import watermark
-
-        try:
-            image = open_image(data).convert("RGB")
-        except _Unreadable as exc:
-            raise HTTPException(415, str(exc)) from None
-        index = cache.get()
-        aspect = image.size[0] / image.size[1]
-        sizes = [tuple(s) for s in policy.watermark.audit_rescale_sizes] + index.sizes
-        sizes = [s for s in sizes if abs(s[0] / s[1] - aspect) / aspect <= 0.02][:12]
-        try:
-            found = watermark.decode_for_audit(image, method, sizes)
-        except watermark.WatermarkError:
-            return None
-        return watermark.payload_hex(found.key, method) if found.key else None
+    def decode(data: bytes, method: str | None) -> str | None:
+        # The engine's decoder choice and rescale sizes, watermark only: an uploaded image's credential is not read.
+        context = InspectionContext(policy=policy, index=cache.get(), read_credential=False, requested_method=method)
+        found = inspect_bytes(data, context)
+        if found.unreadable is not None:
+            raise HTTPException(415, found.unreadable)
+        return found.watermark_payload
 
     @app.get("/manifests/{manifest_id:path}")
     def manifest(manifest_id: str, return_active: bool = Query(False, alias="returnActiveManifest")) -> Response:
