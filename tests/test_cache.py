@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import threading
 import time
 
@@ -96,3 +97,13 @@ def test_the_wrapper_keeps_the_loader_name_and_docstring() -> None:
         """Load the thing."""
 
     assert load_thing.__name__ == "load_thing" and load_thing.__doc__ == "Load the thing."
+
+
+@load_once
+def _module_level_loader(name: str) -> str:
+    return name.upper()
+
+
+def test_a_decorated_loader_pickles_by_reference_like_a_function() -> None:
+    _module_level_loader("a")
+    assert pickle.loads(pickle.dumps(_module_level_loader)) is _module_level_loader

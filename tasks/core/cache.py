@@ -53,6 +53,10 @@ class LoadOnce(Generic[P, R]):
                 self._loads[key] = self._loads.get(key, 0) + 1
             return value
 
+    def __reduce__(self) -> str:
+        # Pickle by reference, as for a plain function, so a decorated loader can be handed to a process pool.
+        return self.__qualname__
+
     def load_counts(self) -> dict[Hashable, int]:
         """How many times each key was loaded since the process started (or since the last clear())."""
         with self._lock:
