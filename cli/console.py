@@ -4,23 +4,40 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# Prefect's own setting (prefect.settings.models.server.ephemeral, 20 s by default): how long a command waits for
+# the ephemeral API server it starts when no PREFECT_API_URL is configured.
+STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+DEFAULT_STARTUP_TIMEOUT_S = 120
+
 
 def quiet_environment(verbose: bool) -> None:
-    """Defaults that keep a normal run's output clean; set before Prefect or torch are imported."""
+    """Defaults for clean output and a Prefect start-up wait that fits a busy machine; set before imports."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Prefect's 20 s is too short on a busy machine, where importing the server alone can take that long. As an
+    # environment variable this outranks a Prefect profile or prefect.toml: users change it in the environment.
+    os.environ.setdefault(STARTUP_TIMEOUT_SETTING, str(DEFAULT_STARTUP_TIMEOUT_S))
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
         import warnings
 
         warnings.filterwarnings("ignore")
+
+
+def announce_prefect_start() -> None:
+    """Say on stderr that Prefect is starting its ephemeral API server (when no API URL is set): it can take a while."""
+    from prefect.settings import get_current_settings
+
+    if not get_current_settings().api.url:
+        print("starting Prefect (ephemeral API server)...", file=sys.stderr, flush=True)
 
 
 def escape(text: str) -> str:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
 from cli.admin import cmd_keys_init, cmd_keys_show, cmd_safety_eval
-from cli.console import quiet_environment
+from cli.console import STARTUP_TIMEOUT_SETTING, quiet_environment
 from cli.inspect import add_inspect_commands
 from cli.models import add_models_commands
 from cli.review import add_review_command
@@ -22,7 +24,12 @@ from cli.runs import (
     cmd_show,
     cmd_validate,
 )
-from tasks.core.errors import AssetMintError
+from tasks.core.errors import AssetMintError, OrchestrationUnavailableError
+
+# The RuntimeError messages Prefect 3 raises when its API cannot be reached (prefect.server.api.server and
+# prefect.client.orchestration); only these are turned into a paragraph, any other RuntimeError keeps its traceback.
+_EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect API server."
+_UNREACHABLE = "Failed to reach API at "
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +94,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def orchestration_error(exc: BaseException) -> OrchestrationUnavailableError | None:
+    """The user-facing error for Prefect's 'API not reachable' failures, or None for any other exception."""
+    if not isinstance(exc, RuntimeError):
+        return None
+    message = str(exc)
+    if message.startswith(_EPHEMERAL_TIMEOUT):
+        timeout = os.environ.get(STARTUP_TIMEOUT_SETTING, "?")
+        exited = re.search(r"exited with code (-?\d+)", message)
+        server = (
+            "start a server once with `prefect server start` and point PREFECT_API_URL at it "
+            "(e.g. PREFECT_API_URL=http://127.0.0.1:4200/api); then rerun the same command."
+        )
+        if exited:
+            return OrchestrationUnavailableError(
+                f"Prefect's temporary API server exited with code {exited.group(1)} before it was ready (its own "
+                f"output, if any, is above). Fix what it reports, or {server}"
+            )
+        return OrchestrationUnavailableError(
+            f"Prefect's temporary API server did not start within {timeout} s (this machine may be busy). "
+            f"Raise the wait with the environment variable {STARTUP_TIMEOUT_SETTING} (seconds), or {server}"
+        )
+    if message.startswith(_UNREACHABLE):
+        url = message[len(_UNREACHABLE) :].rstrip(".")
+        return OrchestrationUnavailableError(
+            f"cannot reach the Prefect API at {url} (PREFECT_API_URL). Start the server there "
+            "(`prefect server start`), correct PREFECT_API_URL, or unset it to let AssetMint start a temporary "
+            "server of its own; then rerun the same command."
+        )
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one paragraph and exit 2, never a traceback."""
     parser = build_parser()
@@ -99,6 +137,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except RuntimeError as exc:
+        error = orchestration_error(exc)
+        if error is None:
+            raise
+        if args.verbose:
+            raise error from exc
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue where it stopped.", file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cli.console import escape, make_console, optional_path, stage_bars
+from cli.console import announce_prefect_start, escape, make_console, optional_path, stage_bars
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -80,6 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     load_context(Path(args.manifest), optional_path(args.policy))  # fail fast, before Prefect starts, on bad input
     from flows.batch import batch_flow
 
+    announce_prefect_start()
     with stage_bars(console):
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)

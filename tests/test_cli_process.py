@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from cli.main import orchestration_error
 from conftest import write
 
 MANIFEST = """\
@@ -16,8 +20,9 @@ prompts: [{prompt: a lamp on a desk}]
 """
 
 
-def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+def _run(args: list[str], tmp_path: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
+    env.update(extra_env)
     return subprocess.run(
         [sys.executable, "-m", "cli", *args],
         capture_output=True,
@@ -46,3 +51,53 @@ def test_a_normal_run_prints_no_library_noise(tmp_path: Path) -> None:
     assert "completed" in result.stdout and "Finalized (watermarked, signed)" in result.stdout
     for noise in ("Traceback", "Warning", "WARNING", "INFO", "deprecated", "Loading", "temporary server"):
         assert noise not in output, f"{noise!r} in output:\n{output}"
+
+
+def test_an_ephemeral_server_that_cannot_start_in_time_is_one_paragraph(tmp_path: Path) -> None:
+    # 0 s: Prefect gives up before the first health check, exactly as it does when a busy machine is too slow.
+    result = _run(
+        ["run", str(write(tmp_path / "m.yaml", MANIFEST))],
+        tmp_path,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0",
+        PREFECT_API_URL="",
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "starting Prefect (ephemeral API server)" in result.stderr
+    assert "did not start within 0 s" in result.stderr
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in result.stderr
+    assert "prefect server start" in result.stderr
+    assert "Traceback" not in output
+
+
+def test_an_unreachable_prefect_api_url_is_one_paragraph(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a loopback port that nothing listens on once this socket is closed
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api"
+    result = _run(["run", str(write(tmp_path / "m.yaml", MANIFEST))], tmp_path, PREFECT_API_URL=url)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert f"cannot reach the Prefect API at {url}" in result.stderr
+    assert "starting Prefect" not in output  # no ephemeral server is started when an API URL is set
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["something else went wrong", "Failed to reach API", "Timed out while attempting to connect to the database"],
+)
+def test_other_runtime_errors_are_not_mistaken_for_prefect_start_up(message: str) -> None:
+    assert orchestration_error(RuntimeError(message)) is None
+    assert orchestration_error(ValueError("Failed to reach API at http://x/api")) is None
+
+
+def test_an_ephemeral_server_that_exits_is_not_blamed_on_the_timeout() -> None:
+    error = orchestration_error(
+        RuntimeError(
+            "Timed out while attempting to connect to ephemeral Prefect API server. "
+            "Ephemeral server process exited with code 1."
+        )
+    )
+    assert error is not None and error.exit_code == 2
+    assert "exited with code 1" in str(error) and "STARTUP_TIMEOUT" not in str(error)

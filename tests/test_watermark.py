@@ -350,13 +350,16 @@ def test_rivagan_sessions_are_created_with_explicit_providers_when_needed(
     def refuse() -> None:
         raise ValueError("This ORT build has [...] enabled; set the providers parameter")
 
-    monkeypatch.setattr(wm, "_rivagan_ready", False)
+    wm._load_rivagan.clear()
     monkeypatch.setattr(WatermarkEncoder, "loadModel", staticmethod(refuse))
     monkeypatch.setattr(rivaGan.RivaWatermark, "encoder", None)
     monkeypatch.setattr(rivaGan.RivaWatermark, "decoder", None)
-    wm._load_rivagan()
-    assert isinstance(rivaGan.RivaWatermark.encoder, onnxruntime.InferenceSession)
-    assert isinstance(rivaGan.RivaWatermark.decoder, onnxruntime.InferenceSession)
+    try:
+        wm._load_rivagan()
+        assert isinstance(rivaGan.RivaWatermark.encoder, onnxruntime.InferenceSession)
+        assert isinstance(rivaGan.RivaWatermark.decoder, onnxruntime.InferenceSession)
+    finally:
+        wm._load_rivagan.clear()  # the sessions are put back after this test: later tests load them again
 
 
 def test_importing_the_module_loads_no_heavy_packages() -> None:

@@ -9,6 +9,7 @@ __all__ = [
     "LedgerError",
     "ManifestError",
     "ModelError",
+    "OrchestrationUnavailableError",
     "PolicyError",
     "ProvenanceError",
     "ReviewError",
@@ -45,6 +46,10 @@ class WorkDirError(AssetMintError):
 
 class WatermarkError(AssetMintError):
     """An image cannot be watermarked (too small, wrong mode) or the watermark did not verify."""
+
+
+class OrchestrationUnavailableError(AssetMintError):
+    """The Prefect API a flow needs cannot be reached: the ephemeral server did not start in time, or a URL is down."""
 
 
 class ProvenanceError(AssetMintError):

@@ -79,12 +79,12 @@ process and are reused.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from policies.watermark import MIN_SIDE, WatermarkMethod
+from tasks.core.cache import load_once
 from tasks.core.errors import WatermarkError
 
 if TYPE_CHECKING:
@@ -258,51 +258,40 @@ def key_from_bits(bits: Sequence[int], method: WatermarkMethod | str = Watermark
 # Pixels
 # --------------------------------------------------------------------------------------------------
 
-_RIVAGAN_LOCK = threading.Lock()
-_rivagan_ready = False
-
 # OpenCV's BGR <-> YUV (cv2.COLOR_BGR2YUV): U = 0.492 (B - Y) + 128, Y = 0.299 R + 0.587 G + 0.114 B.
 _U_GRADIENT_BGR = (0.492 * (1 - 0.114), 0.492 * -0.587, 0.492 * -0.299)  # dU per unit change of B, G, R
 # The U change that keeps Y and V: dB = 2.032 dU, dG = -0.395 dU, dR = 0 (OpenCV's YUV -> BGR gains).
 _U_DIRECTION_BGR = (2.032, -0.395, 0.0)
 
 
+@load_once
 def _load_rivagan() -> None:
     """Load the rivaGan ONNX encoder and decoder once per process."""
-    global _rivagan_ready
-    if _rivagan_ready:
-        return
-    with _RIVAGAN_LOCK:
-        if _rivagan_ready:
-            return
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            raise WatermarkError("the rivaGan watermark needs onnxruntime; install it or choose dwtDctSvd") from exc
-        from imwatermark import WatermarkEncoder
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise WatermarkError("the rivaGan watermark needs onnxruntime; install it or choose dwtDctSvd") from exc
+    from imwatermark import WatermarkEncoder
 
-        try:
-            WatermarkEncoder.loadModel()
-        except ValueError:
-            # GPU builds of some onnxruntime releases refuse an InferenceSession created without
-            # explicit providers, which is how invisible-watermark 0.2.0 creates its sessions.
-            import os
+    try:
+        WatermarkEncoder.loadModel()
+    except ValueError:
+        # GPU builds of some onnxruntime releases refuse an InferenceSession created without
+        # explicit providers, which is how invisible-watermark 0.2.0 creates its sessions.
+        import os
 
-            from imwatermark import rivaGan
+        from imwatermark import rivaGan
 
-            providers = [
-                p
-                for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                if p in onnxruntime.get_available_providers()
-            ]
-            folder = os.path.dirname(os.path.abspath(rivaGan.__file__))
-            rivaGan.RivaWatermark.encoder = onnxruntime.InferenceSession(
-                os.path.join(folder, "rivagan_encoder.onnx"), providers=providers
-            )
-            rivaGan.RivaWatermark.decoder = onnxruntime.InferenceSession(
-                os.path.join(folder, "rivagan_decoder.onnx"), providers=providers
-            )
-        _rivagan_ready = True
+        providers = [
+            p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()
+        ]
+        folder = os.path.dirname(os.path.abspath(rivaGan.__file__))
+        rivaGan.RivaWatermark.encoder = onnxruntime.InferenceSession(
+            os.path.join(folder, "rivagan_encoder.onnx"), providers=providers
+        )
+        rivaGan.RivaWatermark.decoder = onnxruntime.InferenceSession(
+            os.path.join(folder, "rivagan_decoder.onnx"), providers=providers
+        )
 
 
 def _check_size(image: Image.Image, action: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from policies.finalize import FinalizePolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
+from tasks.core.cache import load_once
 from tasks.core.errors import AssetMintError
 from tasks.core.files import write_atomic
 from tasks.storage.ledger import FinalizedAsset
@@ -50,16 +51,11 @@ class FinalizeJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-_SIGNERS: dict[str, Any] = {}
-
-
+@load_once(key=lambda policy, dev_keys_dir: (policy.model_dump_json(), dev_keys_dir))
 def _signer_for(policy: SigningPolicy, dev_keys_dir: str | None) -> Any:
     from tasks.provenance.credentials import load_signer
 
-    key = policy.model_dump_json() + str(dev_keys_dir)
-    if key not in _SIGNERS:
-        _SIGNERS[key] = load_signer(policy, Path(dev_keys_dir) if dev_keys_dir else None)
-    return _SIGNERS[key]
+    return load_signer(policy, Path(dev_keys_dir) if dev_keys_dir else None)
 
 
 def encode_delivery(image: Any, output_format: str, policy: FinalizePolicy) -> bytes:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tasks.core.cache import load_once
 from tasks.core.errors import ModelError
 from tasks.core.files import write_atomic
 from tasks.core.quiet import quiet_diffusers
@@ -83,10 +84,6 @@ class LoadedPipeline:
     lock: threading.Lock
 
 
-_PIPELINES: dict[tuple[str, str, str, bool], LoadedPipeline] = {}
-_PIPELINES_LOCK = threading.Lock()
-
-
 def choose_runtime(device: str = "auto", dtype: str = "auto", batch_invariant: str = "auto") -> RuntimeChoice:
     """Pick device and dtype: CUDA with bf16 (fp16 where bf16 is unsupported), else CPU fp32; explicit values win.
 
@@ -115,44 +112,38 @@ def choose_runtime(device: str = "auto", dtype: str = "auto", batch_invariant: s
     return RuntimeChoice(device=device, dtype=dtype, batch_invariant=invariant)
 
 
+@load_once(key=lambda source, runtime: (source.location, runtime.device, runtime.dtype, runtime.batch_invariant))
 def load_pipeline(source: ModelSource, runtime: RuntimeChoice) -> LoadedPipeline:
     """Load (once per process) a text-to-image pipeline from a folder or model id."""
-    key = (source.location, runtime.device, runtime.dtype, runtime.batch_invariant)
-    with _PIPELINES_LOCK:
-        cached = _PIPELINES.get(key)
-        if cached is not None:
-            return cached
-        import torch
-        from diffusers import AutoPipelineForText2Image, DiffusionPipeline
+    import torch
+    from diffusers import AutoPipelineForText2Image, DiffusionPipeline
 
-        quiet_diffusers()
-        kwargs: dict[str, Any] = {"dtype": getattr(torch, runtime.dtype)}
-        if source.revision and not source.local:
-            kwargs["revision"] = source.revision
-        if source.local:
-            kwargs["local_files_only"] = True
+    quiet_diffusers()
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, runtime.dtype)}
+    if source.revision and not source.local:
+        kwargs["revision"] = source.revision
+    if source.local:
+        kwargs["local_files_only"] = True
+    try:
         try:
-            try:
-                pipeline = AutoPipelineForText2Image.from_pretrained(source.location, **kwargs)
-            except ValueError:
-                # AutoPipeline only knows registered families; any text-to-image DiffusionPipeline still works.
-                pipeline = DiffusionPipeline.from_pretrained(source.location, **kwargs)
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"cannot load model {source.ref!r} from {source.location}: {exc}") from None
-        pipeline = pipeline.to(runtime.device)
-        pipeline.set_progress_bar_config(disable=True)
-        if runtime.batch_invariant:
-            make_batch_invariant(pipeline)
-        loaded = LoadedPipeline(
-            pipeline=pipeline,
-            source=source,
-            runtime=runtime,
-            kind=type(pipeline).__name__,
-            base_scheduler_config=pipeline.scheduler.config,
-            lock=threading.Lock(),
-        )
-        _PIPELINES[key] = loaded
-        return loaded
+            pipeline = AutoPipelineForText2Image.from_pretrained(source.location, **kwargs)
+        except ValueError:
+            # AutoPipeline only knows registered families; any text-to-image DiffusionPipeline still works.
+            pipeline = DiffusionPipeline.from_pretrained(source.location, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load model {source.ref!r} from {source.location}: {exc}") from None
+    pipeline = pipeline.to(runtime.device)
+    pipeline.set_progress_bar_config(disable=True)
+    if runtime.batch_invariant:
+        make_batch_invariant(pipeline)
+    return LoadedPipeline(
+        pipeline=pipeline,
+        source=source,
+        runtime=runtime,
+        kind=type(pipeline).__name__,
+        base_scheduler_config=pipeline.scheduler.config,
+        lock=threading.Lock(),
+    )
 
 
 def pipeline_kind(source: ModelSource) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.cache import load_once
 from tasks.core.errors import ModelError
 
 CLIPSCORE_WEIGHT = 2.5
@@ -47,10 +48,6 @@ class Scorer:
         return int(getattr(self.tokenizer, "context_length", 77))
 
 
-_SCORERS: dict[tuple[str, str], Scorer] = {}
-_SCORERS_LOCK = threading.Lock()
-
-
 def resolve_clip(ref: str) -> ClipSource:
     """Resolve 'embedded:NAME', 'NAME:TAG', 'NAME:/path/ckpt.pt' or 'local-dir:/folder'; unknown names list all."""
     from tasks.stages import embedded
@@ -80,33 +77,27 @@ def resolve_clip(ref: str) -> ClipSource:
     return ClipSource(ref=ref, model_name=name, pretrained=pretrained or None)
 
 
+@load_once
 def load_scorer(ref: str, device: str = "cpu") -> Scorer:
     """Load (once per process) the CLIP model named by `ref`."""
-    key = (ref, device)
-    with _SCORERS_LOCK:
-        cached = _SCORERS.get(key)
-        if cached is not None:
-            return cached
-        source = resolve_clip(ref)
-        import open_clip
+    source = resolve_clip(ref)
+    import open_clip
 
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                source.model_name, pretrained=source.pretrained, device=device
-            )
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise ModelError(f"cannot load CLIP model {ref!r}: {exc}") from None
-        model.eval()
-        scorer = Scorer(
-            source=source,
-            model=model,
-            preprocess=preprocess,
-            tokenizer=open_clip.get_tokenizer(source.model_name),
-            device=device,
-            lock=threading.Lock(),
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            source.model_name, pretrained=source.pretrained, device=device
         )
-        _SCORERS[key] = scorer
-        return scorer
+    except (RuntimeError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot load CLIP model {ref!r}: {exc}") from None
+    model.eval()
+    return Scorer(
+        source=source,
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(source.model_name),
+        device=device,
+        lock=threading.Lock(),
+    )
 
 
 def token_overflow(scorer: Scorer, text: str) -> int:

