@@ -1,7 +1,8 @@
 """The ledger: runs, jobs and candidates with every generation parameter, and an append-only history.
 
 SQLite by default, any SQLAlchemy URL (PostgreSQL) by configuration. Every write happens in one transaction,
-so an interrupted run leaves either the whole chunk's rows or none of them.
+so an interrupted run leaves either the whole chunk's rows or none of them. The schema is made and upgraded by the
+Alembic revisions in tasks/storage/migrations whenever a ledger is opened.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ class Ledger:
 
     @classmethod
     def open(cls, url: str, clock: Clock | None = None) -> Ledger:
-        """Connect to (and create if needed) the ledger at `url`; LedgerError when that is impossible."""
+        """Connect to the ledger at `url`, creating or upgrading its schema as needed; LedgerError when impossible."""
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -261,11 +262,17 @@ class Ledger:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LedgerError(f"cannot create the ledger folder {folder}: {exc.strerror}.") from None
+        from tasks.storage.migrations import upgrade_to_head
+
         try:
             engine = create_engine(url)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(engine)
+            try:
+                upgrade_to_head(engine)
+            except BaseException:
+                engine.dispose()
+                raise
         except (OperationalError, SQLAlchemyError, ModuleNotFoundError) as exc:
             raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}.") from None
         return cls(engine, clock)
