@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, inspect, text
 
 from tasks.core.errors import LedgerError
 from tasks.storage import migrations
-from tasks.storage.ledger import Base, Ledger, sqlite_url
+from tasks.storage.ledger import Base, Ledger, sqlite_url, value_sha256
 from tasks.storage.migrations import BASELINE, HEAD, MIGRATIONS_DIR, current_revisions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +54,7 @@ def test_a_0_1_0_ledger_is_upgraded_in_place_and_keeps_every_row(old_ledger: Pat
     before = _rows(old_ledger)
     ledger = Ledger.open_file(old_ledger)
     assert current_revisions(ledger.engine) == [HEAD]
+    assert "revisions" in inspect(ledger.engine).get_table_names()
     assert _rows(old_ledger) == before
 
     # Every old row reads through the normal API.
@@ -70,12 +71,23 @@ def test_a_0_1_0_ledger_is_upgraded_in_place_and_keeps_every_row(old_ledger: Pat
     assert ledger.asset_by_key(asset.asset_key)[1].candidate_id == "c0000000000000000000000000000001"
     assert [audit.verdict for audit in ledger.audits(run_id=RUN)] == ["ok"]
 
+    # What 0.1.0 held is carried over as each value's first revision (attempt unknown).
+    policies = ledger.policy_history(RUN)
+    assert [(p.old, p.new, p.attempt) for p in policies] == [(None, run.policy, None)]
+    assert policies[0].sha256 == value_sha256(run.policy)
+    cat = {h.name: (h.old, h.new) for h in ledger.job_history(RUN, "job-cat")}
+    assert cat == {
+        "keep_top_k": (None, 1),
+        "output_format": (None, "png"),
+        "screening": (None, {"blocked": False, "reason": "", "rule": None}),
+    }
+    assert {h.name for h in ledger.job_history(RUN, "job-dog")} == {"keep_top_k", "output_format"}
     ledger.engine.dispose()
 
 
 def test_opening_a_ledger_at_head_changes_nothing(old_ledger: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Ledger.open_file(old_ledger).engine.dispose()
-    tables = (*OLD_TABLES, "alembic_version")
+    tables = (*OLD_TABLES, "revisions", "alembic_version")
     before = _rows(old_ledger, tables)
 
     def refuse(*_args: object, **_kwargs: object) -> None:
@@ -85,6 +97,32 @@ def test_opening_a_ledger_at_head_changes_nothing(old_ledger: Path, monkeypatch:
     monkeypatch.setattr("alembic.command.stamp", refuse)
     ledger = Ledger.open_file(old_ledger)
     assert _rows(old_ledger, tables) == before and ledger.run(RUN).attempts == 1
+    ledger.engine.dispose()
+
+
+def test_a_run_from_0_1_0_resumes_with_history(old_ledger: Path) -> None:
+    ledger = Ledger.open_file(old_ledger)
+    run = ledger.run(RUN)
+    jobs = [
+        {key: getattr(job, key) for key in ("job_key", "prompt_id", "variant", "prompt", "variables", "output_format")}
+        | {"keep_top_k": job.keep_top_k + 2}
+        for job in ledger.jobs(RUN)
+    ]
+    ledger.start_run(
+        run_id=RUN,
+        campaign_id=run.campaign_id,
+        campaign_name=run.campaign_name,
+        manifest_path=run.manifest_path,
+        manifest_sha256=run.manifest_sha256,
+        policy=run.policy,
+        run_dir=run.run_dir,
+        jobs=jobs,
+        candidates=[],
+    )
+    assert len(ledger.policy_history(RUN)) == 1
+    assert ledger.jobs(RUN)[0].keep_top_k == 3
+    last = ledger.job_history(RUN, "job-cat")[-1]
+    assert (last.name, last.old, last.new, last.attempt) == ("keep_top_k", 1, 3, 2)
     ledger.engine.dispose()
 
 
@@ -228,7 +266,7 @@ def test_a_0_1_0_postgres_ledger_is_stamped_and_upgraded(postgres: Callable[[], 
     ledger = Ledger.open(url)
     assert current_revisions(ledger.engine) == [HEAD]
     assert ledger.run("r").attempts == 2
-    assert ledger.run("r").policy == {"review": "manual"}
+    assert [(p.new, p.attempt) for p in ledger.policy_history("r")] == [({"review": "manual"}, None)]
     ledger.engine.dispose()
 
 
