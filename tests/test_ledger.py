@@ -10,7 +10,7 @@ import pytest
 from tasks.core.clock import FixedClock
 from tasks.core.errors import LedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus
-from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
+from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate, value_sha256
 
 
 def _planned(candidate_id: str, seed: int) -> PlannedCandidate:
@@ -42,14 +42,16 @@ JOB = {
 }
 
 
-def _start(ledger: Ledger, tmp_path: Path, jobs: list[dict[str, object]]) -> bool:
+def _start(
+    ledger: Ledger, tmp_path: Path, jobs: list[dict[str, object]], policy: dict[str, object] | None = None
+) -> bool:
     return ledger.start_run(
         run_id="r1",
         campaign_id="c",
         campaign_name="C",
         manifest_path="m.yaml",
         manifest_sha256="0" * 64,
-        policy={},
+        policy=policy or {},
         run_dir=str(tmp_path),
         jobs=jobs,
         candidates=[_planned("cand001", 1), _planned("cand002", 2)],
@@ -194,3 +196,65 @@ def test_unscreened_candidates_cannot_be_selected(tmp_path: Path) -> None:
     ledger.record_scores("r1", [CandidateScore("cand001", "clip", 1.0, 0.4, b"", 0)])
     with pytest.raises(LedgerError, match="cannot go from scored to selected"):
         ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})
+
+
+def test_a_resumed_run_with_a_changed_policy_keeps_every_policy(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    _start(ledger, tmp_path, [JOB], policy={"review": {"mode": "auto"}})
+    history = ledger.policy_history("r1")
+    assert [(h.old, h.new, h.attempt) for h in history] == [(None, {}, 1), ({}, {"review": {"mode": "auto"}}, 2)]
+    assert history[-1].sha256 == value_sha256({"review": {"mode": "auto"}})
+    assert history[0].at < history[1].at
+    assert ledger.run("r1").policy == {"review": {"mode": "auto"}}
+
+
+def test_a_resumed_run_with_the_same_policy_adds_no_entry(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    _start(ledger, tmp_path, [JOB], policy={})
+    assert len(ledger.policy_history("r1")) == 1
+    _start(ledger, tmp_path, [JOB], policy={"a": 1, "b": {"c": 2, "d": 3}})
+    _start(ledger, tmp_path, [JOB], policy={"b": {"d": 3, "c": 2}, "a": 1})  # same policy, other key order
+    assert [h.attempt for h in ledger.policy_history("r1")] == [1, 3]
+    assert ledger.run("r1").attempts == 4
+
+
+def test_a_changed_screening_verdict_keeps_both_verdicts(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    passed = {"blocked": False, "reason": "", "rule": None}
+    blocked = {"blocked": True, "reason": "blocklist: 'gore'", "rule": "blocklist"}
+    _start(ledger, tmp_path, [{**JOB, "screening": passed}])
+    _start(ledger, tmp_path, [{**JOB, "screening": blocked}])
+    _start(ledger, tmp_path, [{**JOB, "screening": blocked}])
+    ledger.record_job_screening("r1", "job1", blocked)  # unchanged: nothing appended
+    assert ledger.jobs("r1")[0].screening == blocked
+    revisions = [(h.old, h.new, h.attempt) for h in ledger.job_history("r1", "job1") if h.name == "screening"]
+    assert revisions == [(None, passed, 2), (passed, blocked, 3)]
+    ledger.record_job_screening("r1", "job1", None)  # screening turned off
+    assert ledger.job_history("r1", "job1")[-1].old == blocked and ledger.jobs("r1")[0].screening is None
+
+
+def test_a_resume_updates_keep_top_k_and_output_format_and_keeps_the_old_values(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    _start(ledger, tmp_path, [{**JOB, "keep_top_k": 3, "output_format": "webp"}])
+    job = ledger.jobs("r1")[0]
+    assert (job.keep_top_k, job.output_format) == (3, "webp")
+    history = [(h.name, h.old, h.new, h.attempt) for h in ledger.job_history("r1", "job1")]
+    assert history == [
+        ("keep_top_k", None, 1, 1),
+        ("output_format", None, "png", 1),
+        ("keep_top_k", 1, 3, 2),
+        ("output_format", "png", "webp", 2),
+    ]
+    _start(ledger, tmp_path, [])  # a job left out of the plan keeps its values
+    assert ledger.jobs("r1")[0].keep_top_k == 3 and len(ledger.job_history("r1", "job1")) == 4
+    assert ledger.policy_history("r1")[-1].new == ledger.run("r1").policy
+
+
+def test_history_lookups_fail_clearly(tmp_path: Path) -> None:
+    ledger = _ledger(tmp_path)
+    with pytest.raises(LedgerError, match="no run 'nope'"):
+        ledger.policy_history("nope")
+    with pytest.raises(LedgerError, match="run r1 has no job job9"):
+        ledger.job_history("r1", "job9")
+    with pytest.raises(LedgerError, match="run r1 has no job job9"):
+        ledger.record_job_screening("r1", "job9", None)

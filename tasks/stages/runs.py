@@ -197,9 +197,12 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
         seen[planned.candidate_id] = planned
     jobs = [
         {
-            k: v
-            for k, v in job.to_dict().items()
-            if k in {"job_key", "prompt_id", "variant", "prompt", "variables", "keep_top_k", "output_format"}
+            **{
+                k: v
+                for k, v in job.to_dict().items()
+                if k in {"job_key", "prompt_id", "variant", "prompt", "variables", "keep_top_k", "output_format"}
+            },
+            "screening": prompt_verdicts.get(job.job_key),  # this attempt's verdict (None: screening off)
         }
         for job in ctx.plan.jobs
     ]
@@ -215,8 +218,6 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
         jobs=jobs,
         candidates=candidates,
     )
-    for job in ctx.plan.jobs:  # this attempt's verdicts replace earlier ones (None: screening off)
-        ledger.record_job_screening(ctx.run_id, job.job_key, prompt_verdicts.get(job.job_key))
     reuse_generated(ctx)
     return resumed
 

@@ -1,11 +1,19 @@
 """The ledger: runs, jobs and candidates with every generation parameter, and an append-only history.
 
 SQLite by default, any SQLAlchemy URL (PostgreSQL) by configuration. Every write happens in one transaction,
-so an interrupted run leaves either the whole chunk's rows or none of them.
+so an interrupted run leaves either the whole chunk's rows or none of them. The schema is made and upgraded by the
+Alembic revisions in tasks/storage/migrations whenever a ledger is opened.
+
+Two append-only logs, one per kind of fact: `history` holds state transitions (of runs and candidates, from_state ->
+to_state), `revisions` holds values that a resumed run may replace (a run's policy; a job's keep_top_k, output_format
+and prompt-screening verdict), each with the value it replaced. Values are kept apart from transitions because they
+are not states, and so that the current value can stay on its row for fast reads while every earlier one is kept.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,6 +26,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -139,6 +148,26 @@ class HistoryRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class RevisionRow(Base):
+    """One value a run's policy or a job's tracked field took on, with the one it replaced; never updated."""
+
+    __tablename__ = "revisions"
+    __table_args__ = (
+        ForeignKeyConstraint(["run_id"], ["runs.run_id"]),
+        ForeignKeyConstraint(["run_id", "job_key"], ["jobs.run_id", "jobs.job_key"]),
+        Index("ix_revisions_run_id_job_key", "run_id", "job_key"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[str] = mapped_column(String(96))
+    job_key: Mapped[str | None] = mapped_column(String(32), nullable=True)  # None: the run's own value
+    name: Mapped[str] = mapped_column(String(32))  # "policy", or one of JOB_REVISED_FIELDS
+    old: Mapped[Any] = mapped_column(JSON, nullable=True)  # None: the first value recorded
+    new: Mapped[Any] = mapped_column(JSON, nullable=True)
+    sha256: Mapped[str] = mapped_column(String(64))  # value_sha256(new)
+    attempt: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: carried over by the 0.1.0 upgrade
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class AssetRow(Base):
     """A candidate on its way out: its short watermark key and, once finalized, the signed file's facts."""
 
@@ -225,6 +254,15 @@ class CandidateScore:
     dim: int
 
 
+# Job fields a rerun may change without changing pixels (DESIGN.md, identity): updated on resume, every value kept.
+JOB_REVISED_FIELDS = ("keep_top_k", "output_format", "screening")
+
+
+def value_sha256(value: Any) -> str:
+    """The sha256 of a JSON value's canonical form (sorted keys, no spaces), as recorded with each revision."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def sqlite_url(path: Path) -> str:
     """The SQLAlchemy URL of a SQLite file."""
     return f"sqlite:///{Path(path).resolve().as_posix()}"
@@ -248,7 +286,7 @@ class Ledger:
 
     @classmethod
     def open(cls, url: str, clock: Clock | None = None) -> Ledger:
-        """Connect to (and create if needed) the ledger at `url`; LedgerError when that is impossible."""
+        """Connect to the ledger at `url`, creating or upgrading its schema as needed; LedgerError when impossible."""
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -261,11 +299,17 @@ class Ledger:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LedgerError(f"cannot create the ledger folder {folder}: {exc.strerror}.") from None
+        from tasks.storage.migrations import upgrade_to_head
+
         try:
             engine = create_engine(url)
             if parsed.get_backend_name() == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
-            Base.metadata.create_all(engine)
+            try:
+                upgrade_to_head(engine)
+            except BaseException:
+                engine.dispose()
+                raise
         except (OperationalError, SQLAlchemyError, ModuleNotFoundError) as exc:
             raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}.") from None
         return cls(engine, clock)
@@ -296,7 +340,11 @@ class Ledger:
         jobs: Sequence[dict[str, Any]],
         candidates: Sequence[PlannedCandidate],
     ) -> bool:
-        """Create or resume a run and record its plan; returns True when the run already existed."""
+        """Create or resume a run and record its plan; returns True when the run already existed.
+
+        On resume the run's policy and each known job's JOB_REVISED_FIELDS present in `jobs` take this attempt's
+        values; every value that differs from the recorded one is appended to the revisions, never overwritten there.
+        """
         now = self.clock.now()
         with self.transaction() as session:
             run = session.get(RunRow, run_id)
@@ -318,6 +366,7 @@ class Ledger:
                 )
                 session.add(run)
             previous = run.status if resumed else None
+            previous_policy = run.policy if resumed else None
             run.status = RunStatus.RUNNING
             run.attempts += 1
             run.updated_at = now
@@ -333,10 +382,22 @@ class Ledger:
                 )
             )
             session.flush()
-            known_jobs = set(session.scalars(select(JobRow.job_key).where(JobRow.run_id == run_id)))
+            self._revise(session, run, None, "policy", previous_policy, policy, now)
+            known_jobs = {job.job_key: job for job in session.scalars(select(JobRow).where(JobRow.run_id == run_id))}
+            changes: list[tuple[str, str, Any, Any]] = []
             for position, job in enumerate(jobs):
-                if job["job_key"] not in known_jobs:
-                    session.add(JobRow(run_id=run_id, position=position, warnings=[], **job))
+                row = known_jobs.get(job["job_key"])
+                olds = {} if row is None else {name: getattr(row, name) for name in JOB_REVISED_FIELDS}
+                if row is None:
+                    row = JobRow(run_id=run_id, position=position, warnings=[], **job)
+                    session.add(row)
+                for name in JOB_REVISED_FIELDS:
+                    if name in job:
+                        setattr(row, name, job[name])
+                        changes.append((row.job_key, name, olds.get(name), job[name]))
+            session.flush()
+            for job_key, name, old, new in changes:
+                self._revise(session, run, job_key, name, old, new, now)
             session.flush()
             known = set(session.scalars(select(CandidateRow.candidate_id).where(CandidateRow.run_id == run_id)))
             for planned in candidates:
@@ -403,9 +464,7 @@ class Ledger:
     def add_job_warning(self, run_id: str, job_key: str, warning: str) -> None:
         """Record a warning about a job (e.g. prompt truncated by the text encoder)."""
         with self.transaction() as session:
-            job = session.get(JobRow, (run_id, job_key))
-            if job is None:
-                raise LedgerError(f"run {run_id} has no job {job_key}.")
+            job = self._job(session, run_id, job_key)
             if warning not in job.warnings:
                 job.warnings = [*job.warnings, warning]
 
@@ -434,6 +493,18 @@ class Ledger:
             if candidate_id is not None:
                 query = query.where(HistoryRow.candidate_id == candidate_id)
             return list(session.scalars(query.order_by(HistoryRow.id)))
+
+    def policy_history(self, run_id: str) -> list[RevisionRow]:
+        """Every distinct policy a run has had, oldest first; the last one is the run's current policy."""
+        with self.transaction() as session:
+            self._run(session, run_id)
+            return self._revisions(session, run_id, None, "policy")
+
+    def job_history(self, run_id: str, job_key: str) -> list[RevisionRow]:
+        """Every value a job's JOB_REVISED_FIELDS have had (old and new), oldest first."""
+        with self.transaction() as session:
+            self._job(session, run_id, job_key)
+            return self._revisions(session, run_id, job_key, None)
 
     def embeddings(self, run_id: str, clip_model: str) -> dict[str, bytes]:
         """Stored image embeddings of a run for one CLIP model, by candidate id."""
@@ -520,11 +591,11 @@ class Ledger:
                 row.safety = verdict
 
     def record_job_screening(self, run_id: str, job_key: str, verdict: dict[str, Any] | None) -> None:
-        """Store a job's prompt-screening verdict."""
+        """Store a job's prompt-screening verdict, appending it to the job's revisions when it changed."""
+        now = self.clock.now()
         with self.transaction() as session:
-            job = session.get(JobRow, (run_id, job_key))
-            if job is None:
-                raise LedgerError(f"run {run_id} has no job {job_key}.")
+            job = self._job(session, run_id, job_key)
+            self._revise(session, self._run(session, run_id), job_key, "screening", job.screening, verdict, now)
             job.screening = verdict
 
     def record_selection(self, run_id: str, ranks: dict[str, int], selected: set[str], reason: dict[str, str]) -> None:
@@ -722,6 +793,42 @@ class Ledger:
         if run is None:
             raise LedgerError(f"no run {run_id!r} in the ledger; `assetmint runs` lists the runs.")
         return run
+
+    @staticmethod
+    def _job(session: Session, run_id: str, job_key: str) -> JobRow:
+        job = session.get(JobRow, (run_id, job_key))
+        if job is None:
+            raise LedgerError(f"run {run_id} has no job {job_key}.")
+        return job
+
+    @staticmethod
+    def _revise(
+        session: Session, run: RunRow, job_key: str | None, name: str, old: Any, new: Any, now: datetime
+    ) -> None:
+        """Append a revision when `new` differs from `old` (compared as canonical JSON; None: nothing recorded)."""
+        sha256 = value_sha256(new)
+        if sha256 == value_sha256(old):
+            return
+        session.add(
+            RevisionRow(
+                run_id=run.run_id,
+                job_key=job_key,
+                name=name,
+                old=old,
+                new=new,
+                sha256=sha256,
+                attempt=run.attempts,
+                at=now,
+            )
+        )
+
+    @staticmethod
+    def _revisions(session: Session, run_id: str, job_key: str | None, name: str | None) -> list[RevisionRow]:
+        query = select(RevisionRow).where(RevisionRow.run_id == run_id)
+        query = query.where(RevisionRow.job_key.is_(None) if job_key is None else RevisionRow.job_key == job_key)
+        if name is not None:
+            query = query.where(RevisionRow.name == name)
+        return list(session.scalars(query.order_by(RevisionRow.id)))
 
     @staticmethod
     def _asset(session: Session, run_id: str, candidate_id: str) -> AssetRow:
