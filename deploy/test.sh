@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine and run it:
-# the virtualenv, Debian's Chromium for the browser tests, and a one-node Ceph S3 server on 127.0.0.1.
+# the virtualenv, Debian's Chromium for the browser tests, PostgreSQL's server binaries for the ledger tests, and a
+# one-node Ceph S3 server on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 if [ ! -x /usr/bin/chromium ]; then  # Debian's Chromium for the browser tests (Playwright drives it, no download)
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then  # PostgreSQL ledger tests start their own server
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
 python3 -m venv .venv
