@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,23 @@ PACKAGED_DEFAULT_POLICY = REPO / "policies" / "default.yaml"
 # Tests of the machinery run the tiny random models under the policy made for them; demo-model tests and tests of
 # the packaged default name PACKAGED_DEFAULT_POLICY.
 TINY_MODELS_POLICY = REPO / "tests" / "data" / "tiny-models-policy.yaml"
+# Two jobs x three seeds on the tiny random model: the end-to-end runs' manifest.
+TINY_MANIFEST = """\
+campaign: {id: e2e, name: End to end}
+defaults:
+  model: embedded:tiny-sd
+  width: 256
+  height: 256
+  steps: 2
+  guidance: 4.0
+  candidates: 3
+  base_seed: 5
+  keep_top_k: 2
+prompts:
+  - id: shot
+    prompt: "a {thing} on a table"
+    vars: {thing: [red cube, blue ball]}
+"""
 
 
 @pytest.fixture(scope="session")
@@ -63,3 +81,12 @@ def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, st
             patch.setenv(name, value)
         assert main(argv) == 0
     return env
+
+
+@pytest.fixture(scope="module")
+def harness() -> Iterator[None]:
+    """A Prefect test harness per test module (its start-up costs ~10 s)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

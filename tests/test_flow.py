@@ -3,42 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cli.main import main
+from conftest import TINY_MANIFEST as MANIFEST
 from conftest import work_ledger, write
 from tasks.stages import runs
 from tasks.stages.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
 from tasks.stages.models import resolve_model
 from tasks.storage.ledger import Ledger
-
-MANIFEST = """\
-campaign: {id: e2e, name: End to end}
-defaults:
-  model: embedded:tiny-sd
-  width: 256
-  height: 256
-  steps: 2
-  guidance: 4.0
-  candidates: 3
-  base_seed: 5
-  keep_top_k: 2
-prompts:
-  - id: shot
-    prompt: "a {thing} on a table"
-    vars: {thing: [red cube, blue ball]}
-"""
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture
@@ -64,7 +39,7 @@ def test_batch_flow_generates_scores_ranks_and_records(harness: None, tmp_path: 
         assert members[0].clip_score >= members[1].clip_score >= members[2].clip_score
         assert [r.state for r in members] == ["finalized", "finalized", "not_selected"]
     for row in rows:
-        assert Path(row.image_path).is_file() and row.image_path.startswith(summary.run_dir)
+        assert Path(row.image_path).is_file() and row.image_path.startswith(summary.image_dir)
         assert row.clip_score == pytest.approx(2.5 * max(row.clip_cosine, 0.0))
         assert row.model_identity["name"] == "embedded:tiny-sd" and len(row.model_identity["digest"]) == 64
         assert row.generation["device"] == "cpu" and row.generation["batch_invariant"] is True

@@ -2,38 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from conftest import work_ledger, write
+from conftest import TINY_MANIFEST, work_ledger, write
 from tasks.core.manifest import load_plan
 
-MANIFEST = """\
-campaign: {id: rerun, name: Rerun}
-defaults:
-  model: embedded:tiny-sd
-  width: 256
-  height: 256
-  steps: 2
-  guidance: 4.0
-  candidates: 3
-  base_seed: 5
-  keep_top_k: 2
-prompts:
-  - id: shot
-    prompt: "a {thing} on a table"
-    vars: {thing: [red cube, blue ball]}
-"""
-
-
-@pytest.fixture(scope="module")
-def harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+MANIFEST = TINY_MANIFEST.replace("campaign: {id: e2e, name: End to end}", "campaign: {id: rerun, name: Rerun}")
 
 
 @pytest.fixture
