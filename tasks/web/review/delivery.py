@@ -66,8 +66,8 @@ class Deliveries:
             if host != socket.gethostname() or _pid_alive(pid):
                 return None
             return f"the delivery process (pid {pid}) ended without recording its outcome"
-        submitted = datetime.fromisoformat(str(record.get("submitted_at") or datetime.min.replace(tzinfo=UTC)))
-        if datetime.now(UTC) - submitted < SUBMIT_GRACE:
+        submitted_at = record.get("submitted_at")
+        if submitted_at and datetime.now(UTC) - datetime.fromisoformat(submitted_at) < SUBMIT_GRACE:
             return None
         return "the delivery was submitted but never started"
 
