@@ -7,12 +7,18 @@ import ipaddress
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.console import port_number
 from tasks.core.errors import AssetMintError
 
+if TYPE_CHECKING:
+    from policies.model import Policy
+
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 
@@ -75,6 +81,36 @@ def review_url(host: str, port: int, token: str, run_id: str | None) -> str:
     return f"http://{shown}:{port}{path}?token={token}"
 
 
+def start_delivery(run_id: str, ledger_url: str, policy: Policy, attempt: str) -> subprocess.Popen[bytes]:
+    """Run the delivery flow for a run in a process of its own (the page's finalize); its output goes to a log file."""
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.storage.workdir import ensure_writable
+
+    work_dir = policy.resolved_work_dir()
+    folder = ensure_writable(work_dir / "delivery")
+    # The child signs and publishes exactly as this app would: same policy, same ledger, same work directory.
+    pinned = policy.model_copy(
+        update={"work_dir": str(work_dir), "ledger": policy.ledger.model_copy(update={"url": ledger_url})}
+    )
+    policy_file = folder / f"{run_id}.policy.json"
+    descriptor = os.open(policy_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a database password
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(pinned.model_dump_json())
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    # Without a server the child starts an ephemeral one, whose 20 s default start-up limit a busy machine can miss.
+    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    api_url = PREFECT_API_URL.value()
+    if api_url:  # the flow run shows up on the Prefect server this process is configured for
+        env["PREFECT_API_URL"] = api_url
+    command = [sys.executable, "-m", "flows.delivery", run_id, "--policy", str(policy_file), "--attempt", attempt]
+    with (folder / f"{run_id}.log").open("ab") as log:
+        return subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+
+
 def cmd_review(args: argparse.Namespace) -> int:
     """Serve the review app until Ctrl-C; prints the URL with a fresh access token."""
     import uvicorn
@@ -96,7 +132,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         raise ReviewError("--reviewer must not be blank.")
     host = args.host or DEFAULT_HOST
     token = secrets.token_urlsafe(32)
-    app = create_app(ledger_url, policy, token, reviewer, run_filter=args.run_id)
+    app = create_app(ledger_url, policy, token, reviewer, run_filter=args.run_id, submit_delivery=start_delivery)
     sock = bind(host, args.port)
     port = sock.getsockname()[1]
     if not _is_loopback(host):

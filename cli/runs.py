@@ -265,26 +265,27 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 def cmd_finalize(args: argparse.Namespace) -> int:
     """Finalize a run's approved candidates (after review) with a progress display."""
-    from flows.finalize import finalize_flow
+    from flows.delivery import delivery_flow
 
     console = make_console()
     with stage_bars(console, rate=False):
-        result = finalize_flow(run_id=args.run_id, policy=args.policy)
+        result = delivery_flow(run_id=args.run_id, policy=args.policy, publish=False)
     console.print(
-        f"{result['finalized']} finalized assets (published ones included) in run {escape(args.run_id)}", soft_wrap=True
+        f"{result.finalized} finalized assets (published ones included) in run {escape(args.run_id)}", soft_wrap=True
     )
-    for reason in result["failed"]:
+    for reason in result.failed:
         console.print(f"[red]not finalized:[/red] {escape(reason)}", soft_wrap=True)
-    return 1 if result["failed"] else 0
+    return 1 if result.failed else 0
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish a run's finalized assets (create-only) and print where each went."""
-    from flows.publish import publish_flow
+    from flows.delivery import delivery_flow
+    from tasks.stages.delivery import PublishOutcome
 
     console = make_console()
     with stage_bars(console, rate=False):
-        outcome = publish_flow(run_id=args.run_id, policy=args.policy)
+        outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
     for receipt in outcome.published:
         where = f"s3://{receipt['bucket']}/{receipt['key']}" if receipt["bucket"] else receipt["key"]
         note = " (already published)" if receipt["already_published"] else ""

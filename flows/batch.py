@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.publish import publish_task
+from flows.delivery import deliver
 from tasks.core.states import RunStatus
 from tasks.stages import delivery, runs
 from tasks.stages.runs import RunContext, RunSummary
@@ -23,7 +23,6 @@ select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
 screen_prompts_task = task(runs.screen_prompts_stage, name="screen-prompts", cache_policy=NO_CACHE)
 screen_images_task = task(runs.screen_images_stage, name="screen-images", cache_policy=NO_CACHE)
 approve_task = task(delivery.approve_by_policy, name="review-by-policy", cache_policy=NO_CACHE)
-finalize_task = task(delivery.finalize_selected, name="finalize", cache_policy=NO_CACHE)
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
@@ -90,11 +89,9 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
             select_task(ctx)
             approve_task(ctx)
             if ctx.policy.finalize.enabled:
-                warnings += [f"not finalized: {reason}" for reason in finalize_task(ctx)]
+                delivered = deliver(ctx.ledger_url, ctx.run_id, ctx.policy, publish=ctx.policy.publish.auto_publish)
+                warnings += delivered.failure_lines()
             warnings += runs.review_notices(ctx)
-            if ctx.policy.publish.auto_publish and ctx.policy.finalize.enabled:
-                published = publish_task(ctx.ledger_url, ctx.run_id, ctx.policy)
-                warnings += [f"not published: {reason}" for reason in published.refused]
         except BaseException as exc:
             status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))

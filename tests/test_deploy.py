@@ -23,3 +23,19 @@ def test_prefect_yaml_entrypoints_resolve_to_flows() -> None:
         assert deployment["work_pool"]["name"]
         if "manifest" in deployment["parameters"]:
             assert (REPO / deployment["parameters"]["manifest"]).is_file()
+
+
+def test_delivery_deployments_share_one_flow_and_required_parameters_are_typed() -> None:
+    from prefect.utilities.callables import parameter_schema
+
+    config = yaml.safe_load((REPO / "deploy/prefect.yaml").read_text())
+    entrypoints = {d["name"]: d["entrypoint"] for d in config["deployments"]}
+    delivery = "flows/delivery.py:delivery_flow"
+    assert entrypoints["delivery"] == entrypoints["finalize"] == entrypoints["publish"] == delivery
+    for entrypoint in set(entrypoints.values()):
+        path, _, name = entrypoint.partition(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        schema = parameter_schema(flow.fn).model_dump()
+        for required in schema.get("required", []):
+            spec = schema["properties"][required]
+            assert "type" in spec or "anyOf" in spec or "$ref" in spec or "allOf" in spec, f"{entrypoint}: {required}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import sqlite3
@@ -15,10 +16,14 @@ import pytest
 from fastapi.testclient import TestClient
 
 from cli.main import main
+from cli.review import start_delivery
 from conftest import REPO, write
 from policies.model import Policy, load_policy
+from tasks.stages.delivery import last_delivery
 from tasks.storage.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
+from tasks.storage.workdir import run_lock
 from tasks.web.review.app import create_app
+from tasks.web.review.delivery import DeliverySubmitter
 from tasks.web.review.security import SECURITY_HEADERS
 
 TOKEN = "review-test-token-0123456789abcdef"
@@ -144,10 +149,16 @@ def ledger_url(produced: dict[str, Any], tmp_path: Path) -> str:
     return sqlite_url(target)
 
 
-def make_client(ledger_url: str, policy: Policy, override: bool = False, reviewer: str = "alice") -> TestClient:
+def make_client(
+    ledger_url: str,
+    policy: Policy,
+    override: bool = False,
+    reviewer: str = "alice",
+    submit: DeliverySubmitter | None = start_delivery,
+) -> TestClient:
     if override:
         policy = policy.model_copy(update={"safety": policy.safety.model_copy(update={"human_override": True})})
-    return TestClient(create_app(ledger_url, policy, TOKEN, reviewer), base_url=BASE)
+    return TestClient(create_app(ledger_url, policy, TOKEN, reviewer, submit_delivery=submit), base_url=BASE)
 
 
 def login(client: TestClient, path: str = "/") -> str:
@@ -426,23 +437,44 @@ def test_bulk_approves_the_top_k_of_every_prompt(client: TestClient, ledger_url:
     assert flagged.json()["approved"] == []  # flagged ones are skipped
 
 
-def test_finalize_runs_in_the_background_and_reports(
-    client: TestClient, ledger_url: str, produced: dict[str, Any]
+def test_finalize_submits_the_delivery_flow_and_reports_from_the_ledger(
+    ledger_url: str, produced: dict[str, Any]
 ) -> None:
-    csrf = login(client)
-    run_id = produced["run_id"]
-    headers = {"X-CSRF-Token": csrf}
-    nothing = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
-    assert nothing.status_code == 409 and "approve some first" in nothing.json()["error"]
-    approved = client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers).json()["approved"]
-    started = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
-    assert started.status_code == 202 and started.json()["running"] is True
-    client.app.state.publisher.wait(run_id, timeout=240)
-    status = client.get(f"/api/runs/{run_id}/finalize").json()
+    from prefect.client.orchestration import get_client
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        client = make_client(ledger_url, produced["policy"])
+        csrf = login(client)
+        run_id = produced["run_id"]
+        headers = {"X-CSRF-Token": csrf}
+        nothing = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+        assert nothing.status_code == 409 and "approve some first" in nothing.json()["error"]
+        approved = client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers).json()["approved"]
+        started = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+        assert started.status_code == 202 and started.json()["running"] is True, started.json()
+        assert started.json()["status"] == "submitted"
+        client.app.state.deliveries.wait(run_id, timeout=240)
+        status = client.get(f"/api/runs/{run_id}/finalize").json()
+
+        async def delivery_runs() -> list[tuple[str, Any]]:
+            async with get_client() as prefect:
+                found = [r for r in await prefect.read_flow_runs() if r.parameters.get("run_id") == run_id]
+                return [((await prefect.read_flow(r.flow_id)).name, r) for r in found]
+
+        flow_runs = asyncio.run(delivery_runs())
     assert status["running"] is False and status["error"] is None, status
-    assert status["finalized"] == 2 and status["finalize_failed"] == 0 and status["approved"] == 0
-    assert status["published"] == 2  # to the policy's default target, the local published/ folder
-    assert status["done"] == status["total"] == 2
+    assert status["status"] == "completed" and status["finished_at"], status
+    counts = Ledger.open(ledger_url).state_counts(run_id)
+    assert status["finalized"] == 2 == counts.get("finalized", 0) + counts.get("published", 0)
+    assert status["published"] == 2 == counts["published"]  # to the policy's default target, the published/ folder
+    assert status["finalize_failed"] == counts.get("finalize_failed", 0) == 0
+    assert status["approved"] == counts.get("approved", 0) == 0
+    # The page's finalize is a Prefect flow run of the delivery flow, with the attempt the ledger recorded.
+    assert [name for name, _ in flow_runs] == ["assetmint-delivery"], flow_runs
+    flow_run = flow_runs[0][1]
+    assert flow_run.state.is_completed()
+    assert flow_run.parameters["attempt"] == last_delivery(Ledger.open(ledger_url), run_id)["attempt"]
     assets = {a.candidate_id: a for a in Ledger.open(ledger_url).assets(run_id)}
     assert sorted(assets) == sorted(approved)
     asset = assets[approved[0]]
@@ -453,48 +485,60 @@ def test_finalize_runs_in_the_background_and_reports(
     assert "finalized" in client.get(f"/runs/{run_id}").text
 
 
-def test_finalize_runs_one_at_a_time_per_run_and_shows_failures(
-    ledger_url: str, produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import threading
+def test_one_delivery_at_a_time_and_a_lost_one_is_reported(ledger_url: str, produced: dict[str, Any]) -> None:
+    sleepers: list[subprocess.Popen[bytes]] = []
 
-    from tasks.web.review import publish
-
-    release = threading.Event()
-
-    def slow_finalize(url: str, run_id: str, policy: Policy) -> list[str]:
+    def sleeper(run_id: str, url: str, policy: Policy, attempt: str) -> subprocess.Popen[bytes]:
         assert url == ledger_url and policy.review.mode == "manual"
-        release.wait(30)
-        return ["abc: watermark did not verify"]
+        sleepers.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+        return sleepers[-1]
 
-    monkeypatch.setattr(publish, "_finalize_approved", slow_finalize)
-    client = make_client(ledger_url, produced["policy"])
+    client = make_client(ledger_url, produced["policy"], submit=sleeper)
+    headers = {"X-CSRF-Token": login(client)}
+    run_id = produced["run_id"]
+    client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers)
+    with run_lock(produced["policy"].resolved_work_dir(), run_id):  # a batch, finalize or publish holds the run
+        busy = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+    assert busy.status_code == 409 and "busy" in busy.json()["error"] and not sleepers
+    try:
+        assert client.post(f"/runs/{run_id}/finalize", json={}, headers=headers).status_code == 202
+        again = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
+        assert again.status_code == 409 and "already running" in again.json()["error"]
+        assert len(sleepers) == 1 and client.get(f"/api/runs/{run_id}/finalize").json()["running"] is True
+        assert "finalizing" in client.get(f"/runs/{run_id}").text
+    finally:
+        for process in sleepers:
+            process.kill()
+            process.wait()
+    status = client.get(f"/api/runs/{run_id}/finalize").json()
+    assert status["running"] is False and status["status"] == "lost"
+    assert "before recording its end" in status["error"]
+    assert "before recording its end" in client.get(f"/runs/{run_id}").text
+
+
+def test_a_failing_delivery_shows_the_error_the_ledger_recorded(ledger_url: str, produced: dict[str, Any]) -> None:
+    missing = "/nonexistent/assetmint/chain.pem"
+    policy = produced["policy"]
+    broken = policy.model_copy(
+        update={
+            "signing": policy.signing.model_copy(
+                update={"certificate_chain": missing, "private_key": "/nonexistent/assetmint/key.pem"}
+            )
+        }
+    )
+    client = make_client(ledger_url, broken)
     headers = {"X-CSRF-Token": login(client)}
     run_id = produced["run_id"]
     client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers)
     assert client.post(f"/runs/{run_id}/finalize", json={}, headers=headers).status_code == 202
-    again = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
-    assert again.status_code == 409 and "already running" in again.json()["error"]
-    assert client.get(f"/api/runs/{run_id}/finalize").json()["running"] is True
-    assert "finalizing" in client.get(f"/runs/{run_id}").text
-    release.set()
-    client.app.state.publisher.wait(run_id, timeout=30)
+    client.app.state.deliveries.wait(run_id, timeout=240)
     status = client.get(f"/api/runs/{run_id}/finalize").json()
-    assert status["running"] is False and status["failures"] == ["abc: watermark did not verify"]
-    assert "abc: watermark did not verify" in status["failure_lines"]
-    assert "abc: watermark did not verify" in client.get(f"/runs/{run_id}").text
-
-    def broken(url: str, run_id: str, policy: Policy) -> list[str]:
-        raise RuntimeError("signer exploded")
-
-    monkeypatch.setattr(publish, "_finalize_approved", broken)
-    client = make_client(ledger_url, produced["policy"])
-    headers = {"X-CSRF-Token": login(client)}
-    assert client.post(f"/runs/{run_id}/finalize", json={}, headers=headers).status_code == 202
-    client.app.state.publisher.wait(run_id, timeout=30)
-    status = client.get(f"/api/runs/{run_id}/finalize").json()
-    assert status["error"] == "RuntimeError: signer exploded"
-    assert "RuntimeError: signer exploded" in client.get(f"/runs/{run_id}").text
+    recorded = last_delivery(Ledger.open(ledger_url), run_id)
+    assert status["running"] is False and status["status"] == recorded["status"] == "failed", status
+    shown = " ".join([status["error"] or "", *status["failure_lines"]])
+    assert missing in shown, status
+    assert missing in client.get(f"/runs/{run_id}").text
+    assert Ledger.open(ledger_url).state_counts(run_id).get("published", 0) == 0
 
 
 def test_review_command_prints_a_token_url_and_serves_on_loopback(produced: dict[str, Any], tmp_path: Path) -> None:

@@ -37,13 +37,13 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
     """A run from the real batch flow, reviewed through the app served by uvicorn on 127.0.0.1 and a free port."""
     import uvicorn
 
-    from cli.review import bind
+    from cli.review import bind, start_delivery
     from tasks.web.review.app import create_app
 
     root = tmp_path_factory.mktemp("review-browser")
     made = produce_run(root, model_cache)
     ledger_url = sqlite_url(made["database"])
-    app = create_app(ledger_url, made["policy"], TOKEN, "erin")
+    app = create_app(ledger_url, made["policy"], TOKEN, "erin", submit_delivery=start_delivery)
     sock = bind("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -58,7 +58,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
         for name, value in env.items():
             patch.setenv(name, value)
         yield {**made, "app": app, "base": f"http://127.0.0.1:{port}", "ledger_url": ledger_url, "root": root}
-    app.state.publisher.wait(made["run_id"], timeout=120)
+    app.state.deliveries.wait(made["run_id"], timeout=240)
     server.should_exit = True
     thread.join(timeout=20)
     sock.close()
@@ -139,7 +139,7 @@ def test_review_a_run_in_the_browser(served: dict[str, Any], page: Any, tmp_path
 
     page.get_by_role("button", name="Finalize and publish approved").click()
     progress = page.locator("#publish [data-role=progress]")
-    expect(progress).to_contain_text("done", timeout=120_000)
+    expect(progress).to_contain_text("done", timeout=240_000)
     expect(progress).to_contain_text("2 finalized")
     assert {a.candidate_id for a in ledger.assets(run_id) if a.final_sha256} == {first, second}
 

@@ -9,6 +9,7 @@ import pytest
 
 from cli.main import main
 from conftest import work_ledger, write
+from tasks.stages.delivery import last_delivery
 
 MANIFEST = """\
 campaign: {id: rev, name: Review}
@@ -32,6 +33,9 @@ def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["finalize", run.run_id, "--policy", str(policy)]) == 0
     assert "1 finalized assets (published ones included)" in capsys.readouterr().out
     assert ledger.state_counts(run.run_id) == {"finalized": 1, "rejected": 1, "not_selected": 1}
+    attempt = last_delivery(ledger, run.run_id)  # the delivery flow records every attempt with the run
+    assert attempt["status"] == "completed" and attempt["publish"] is False and attempt["failures"] == []
+    assert ledger.run(run.run_id).status == "pending_review" and ledger.run(run.run_id).summary["counts"]
     final = Path(str(ledger.assets(run.run_id)[0].final_path))
     assert main(["verify", "--json", "--policy", str(policy), str(final)]) == 0
     review = json.loads(capsys.readouterr().out)[0]["credential"]["generation_assertion"]["review"]

@@ -1,6 +1,6 @@
 """Delivery stages: approval by policy, finalization of approved candidates, and publishing of finalized assets.
 
-Plain functions over the ledger; the Prefect flows (flows/batch.py, flows/finalize.py, flows/publish.py) order them.
+Plain functions over the ledger; the Prefect flows (flows/batch.py, flows/delivery.py) order them.
 """
 
 from __future__ import annotations
@@ -14,13 +14,8 @@ from typing import Any
 from policies.model import Policy
 from tasks.core import progress
 from tasks.core.errors import LedgerError
-from tasks.core.states import CandidateState
+from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
-
-
-def finalize_selected(ctx: RunContext) -> list[str]:
-    """Finalize the run's approved candidates (the batch flow's stage); returns failure reasons."""
-    return finalize_approved(ctx.ledger_url, ctx.run_id, ctx.policy)
 
 
 def approve_by_policy(ctx: RunContext) -> int:
@@ -237,3 +232,40 @@ def _sidecar(run: Any, row: Any, asset: Any) -> dict[str, Any]:
             "mime": asset.mime,
         },
     }
+
+
+@dataclass
+class DeliveryResult:
+    """What one delivery did: finalize failure reasons, finalized count, and the publish outcome when it published."""
+
+    finalized: int = 0
+    failed: list[str] = field(default_factory=list)
+    published: PublishOutcome | None = None
+
+    def not_published(self) -> list[str]:
+        """Why finalized assets were not published, one line each."""
+        if self.published is None:
+            return []
+        return [f"not published: {reason}" for reason in self.published.refused + self.published.transient]
+
+    def failure_lines(self) -> list[str]:
+        """Every reason an approved candidate did not make it out, one line each."""
+        return [f"not finalized: {reason}" for reason in self.failed] + self.not_published()
+
+
+DELIVERY_KEY = "delivery"
+ACTIVE_DELIVERY = ("submitted", "running")
+
+
+def last_delivery(ledger: Any, run_id: str) -> dict[str, Any]:
+    """The run's last recorded delivery attempt (status, times, error, failures); empty when there was none."""
+    record = (ledger.run(run_id).summary or {}).get(DELIVERY_KEY)
+    return dict(record) if isinstance(record, dict) else {}
+
+
+def record_delivery(ledger_url: str, run_id: str, record: dict[str, Any]) -> None:
+    """Record a delivery attempt's state with the run (its summary and history); the run's status stays as it is."""
+    ledger = ledger_for(ledger_url)
+    run = ledger.run(run_id)
+    summary = {**(run.summary or {}), DELIVERY_KEY: record}
+    ledger.finish_run(run_id, RunStatus(run.status), summary)

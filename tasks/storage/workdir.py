@@ -66,3 +66,19 @@ def run_lock(work_dir: Path, run_id: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def lock_holder(work_dir: Path, run_id: str) -> str | None:
+    """Who holds the run's lock right now ('pid N'), or None when nobody does; takes and drops it to find out."""
+    path = work_dir / "locks" / f"{run_id}.lock"
+    if not path.exists():
+        return None
+    with path.open("r") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return handle.read().strip() or "another process"
+            raise
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None

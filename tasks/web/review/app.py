@@ -26,7 +26,7 @@ from tasks.core.states import CandidateState
 from tasks.storage.ledger import CandidateRow, Ledger, RunRow
 from tasks.storage.workdir import candidate_store, work_dir_of_run
 from tasks.web.review import sheet
-from tasks.web.review.publish import Publisher
+from tasks.web.review.delivery import Deliveries, DeliverySubmitter
 from tasks.web.review.security import FORM_TYPE, MAX_FORM_BYTES, Gate, guard
 
 HERE = Path(__file__).resolve().parent
@@ -150,18 +150,25 @@ def _candidate_json(run_id: str, row: CandidateRow) -> dict[str, Any]:
     }
 
 
-def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_filter: str | None = None) -> FastAPI:
-    """The review app on one ledger, deciding as `reviewer`; `run_filter` limits it to that one run."""
+def create_app(
+    ledger_url: str,
+    policy: Policy,
+    token: str,
+    reviewer: str,
+    run_filter: str | None = None,
+    submit_delivery: DeliverySubmitter | None = None,
+) -> FastAPI:
+    """The review app on one ledger, deciding as `reviewer`; `submit_delivery` starts finalize-and-publish runs."""
     if not reviewer.strip():
         raise ReviewError("a review session needs the reviewer's name (--reviewer).")
     ledger = Ledger.open(ledger_url)
     gate = Gate(token)
-    publisher = Publisher(ledger_url, policy)
+    deliveries = Deliveries(ledger, ledger_url, policy, submit_delivery)
     thumbnails = _Thumbnails()
     templates = _templates()
     app = FastAPI(title="AssetMint review", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.ledger = ledger
-    app.state.publisher = publisher
+    app.state.deliveries = deliveries
     app.state.gate = gate
     app.middleware("http")(guard(gate))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
@@ -191,27 +198,6 @@ def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_f
             "override_allowed": policy.safety.human_override,
         }
         return templates.TemplateResponse(request, name, {**common, **context}, status_code=status)
-
-    def publish_status(run_id: str) -> dict[str, Any]:
-        counts = ledger.state_counts(run_id)
-        state = publisher.state(run_id)
-        failed = {
-            row.candidate_id: row.error or "unknown reason"
-            for row in ledger.candidates(run_id, [CandidateState.FINALIZE_FAILED])
-        }
-        job = state.to_dict() if state else {"running": False, "started_at": None, "failures": [], "error": None}
-        lines = [f"{k}: {v}" for k, v in sorted(failed.items())]
-        return {
-            "run_id": run_id,
-            "approved": counts.get(CandidateState.APPROVED, 0),
-            # Published assets were finalized first: count them as finalized too, and separately as published.
-            "finalized": counts.get(CandidateState.FINALIZED, 0) + counts.get(CandidateState.PUBLISHED, 0),
-            "published": counts.get(CandidateState.PUBLISHED, 0),
-            "finalize_failed": counts.get(CandidateState.FINALIZE_FAILED, 0),
-            "failed": [{"candidate_id": k, "reason": v} for k, v in sorted(failed.items())],
-            **job,
-            "failure_lines": lines + [line for line in job["failures"] if line not in lines],
-        }
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -263,7 +249,7 @@ def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_f
             "groups": sheet.group_by_job(ledger.jobs(run_id), rows, show),
             "counts": ledger.state_counts(run_id),
             "histogram": sheet.histogram(scores),
-            "publish": publish_status(run_id),
+            "publish": deliveries.status(run_id),
             "is_flagged": sheet.is_flagged,
             "safety_results": sheet.safety_results,
         }
@@ -373,17 +359,17 @@ def create_app(ledger_url: str, policy: Policy, token: str, reviewer: str, run_f
             for r in ledger.candidates(run_id, [CandidateState.APPROVED, CandidateState.FINALIZE_FAILED])
             if (r.review or {}).get("decision") == "approved"
         ]
-        if not waiting:
+        unpublished = ledger.candidates(run_id, [CandidateState.FINALIZED])
+        if not waiting and not unpublished:
             raise HTTPException(409, "no approved candidates wait for finalizing; approve some first.")
-        if not publisher.start(run_id):
-            raise HTTPException(409, "finalize of this run is already running.")
+        await run_in_threadpool(deliveries.start, run_id, reviewer)
         if _wants_json(request):
-            return JSONResponse(publish_status(run_id), status_code=202)
+            return JSONResponse(await run_in_threadpool(deliveries.status, run_id), status_code=202)
         return RedirectResponse(f"/runs/{run_id}", status_code=303)
 
     @app.get("/api/runs/{run_id}/finalize")
     def finalize_status(run_id: str) -> dict[str, Any]:
         get_run(run_id)
-        return publish_status(run_id)
+        return deliveries.status(run_id)
 
     return app

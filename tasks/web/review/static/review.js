@@ -80,7 +80,7 @@
     var progress = box.querySelector('[data-role="progress"]');
     var text = data.approved + " approved · " + data.finalized + " finalized · " + data.published + " published · " +
       data.finalize_failed + " failed";
-    if (data.running) text += " · finalizing " + (data.total ? data.done + "/" + data.total : "…");
+    if (data.running) text += " · finalizing…";
     else if (data.finished_at) text += " · done";
     progress.textContent = text;
     var error = box.querySelector('[data-role="error"]');
