@@ -212,8 +212,14 @@ class PublishPolicy(BaseModel):
 
     _location: TargetLocation = PrivateAttr()
 
+    @field_validator("target")
+    @classmethod
+    def _valid_target(cls, target: str) -> str:
+        parse_target(target)  # errors here carry the field's name, 'publish.target'
+        return target
+
     @model_validator(mode="after")
-    def _parse_target(self) -> PublishPolicy:
+    def _keep_location(self) -> PublishPolicy:
         self._location = parse_target(self.target)
         return self
 
