@@ -268,6 +268,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from flows.delivery import delivery_flow
 
     console = make_console()
+    announce_prefect_start()
     with stage_bars(console, rate=False):
         result = delivery_flow(run_id=args.run_id, policy=args.policy, publish=False)
     console.print(
@@ -284,6 +285,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tasks.stages.delivery import PublishOutcome
 
     console = make_console()
+    announce_prefect_start()
     with stage_bars(console, rate=False):
         outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
     for receipt in outcome.published:
