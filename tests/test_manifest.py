@@ -54,8 +54,9 @@ def test_matrix_expansion_counts_and_settings(tmp_path: Path) -> None:
 def test_run_id_is_deterministic_and_content_sensitive(tmp_path: Path) -> None:
     first = load_plan(write(tmp_path / "a.yaml", GOOD))
     again = load_plan(write(tmp_path / "b.yaml", "# a comment changes nothing\n" + GOOD))
-    changed = load_plan(write(tmp_path / "c.yaml", GOOD.replace("base_seed: 10", "base_seed: 11")))
-    assert first.run_id == again.run_id
+    reseeded = load_plan(write(tmp_path / "c.yaml", GOOD.replace("base_seed: 10", "base_seed: 11")))
+    changed = load_plan(write(tmp_path / "d.yaml", GOOD.replace("steps: 2", "steps: 3")))
+    assert first.run_id == again.run_id == reseeded.run_id  # seeds make candidates, not a new batch
     assert first.run_id != changed.run_id
     assert first.run_id.startswith("spring-")
 
