@@ -139,6 +139,7 @@ def _print_summary(console: Any, summary: Any) -> None:
 def _ledger(policy_path: str | None) -> Any:
     """The policy's ledger; refuses (rather than creates) a SQLite ledger that does not exist yet."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
     from policies.model import load_policy
     from tasks.core.errors import LedgerError
@@ -148,7 +149,7 @@ def _ledger(policy_path: str | None) -> Any:
     url = policy.ledger_url()
     try:
         parsed = make_url(url)
-    except Exception:  # Ledger.open names a malformed URL
+    except ArgumentError:  # Ledger.open names a malformed URL
         parsed = None
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         path = Path(parsed.database)
