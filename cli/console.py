@@ -19,6 +19,9 @@ DEFAULT_STARTUP_TIMEOUT_S = 120
 def quiet_environment(verbose: bool) -> None:
     """Defaults for clean output and a Prefect start-up wait that fits a busy machine; set before imports."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The server setting above does not reach Prefect's client-side telemetry, whose first-run notice
+    # (prefect._internal.analytics.notice) prints on a terminal unless DO_NOT_TRACK is set.
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # Prefect's 20 s is too short on a busy machine, where importing the server alone can take that long. As an

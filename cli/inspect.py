@@ -42,7 +42,8 @@ def _print_verify(console: Any, report: Any) -> None:
     if credential:
         actions = ", ".join(a.get("action", "?") for a in credential.get("actions") or [])
         lines += [
-            ("credential", f"{credential.get('state')} {' '.join(credential.get('status_codes') or [])}"),
+            ("credential", f"{credential.get('trust')} {' '.join(credential.get('status_codes') or [])}".strip()),
+            ("trust", credential.get("trust_explanation")),
             ("manifest", credential.get("active_manifest_label")),
             ("signer", credential.get("signer")),
             ("claim generator", credential.get("claim_generator")),
@@ -92,6 +93,14 @@ def _print_audit_summary(console: Any, summary: dict[str, Any]) -> None:
     console.print(table)
     for name in summary["failures"]:
         console.print(f"[red]failed:[/red] {escape(name)}", soft_wrap=True)
+    if summary.get("development_signed"):
+        from tasks.provenance.trust import DEVELOPMENT, DEVELOPMENT_BANNER
+
+        console.print(
+            f"[yellow]{summary['development_signed']} objects are {escape(DEVELOPMENT)}.[/yellow] "
+            f"{escape(DEVELOPMENT_BANNER)}",
+            soft_wrap=True,
+        )
     console.print(
         f"{summary['objects']} objects audited; {len(summary['failures'])} published or finalized objects failed",
         soft_wrap=True,

@@ -7,6 +7,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from cli.admin import cmd_keys_init, cmd_keys_show, cmd_safety_eval
 from cli.console import STARTUP_TIMEOUT_SETTING, quiet_environment
@@ -32,12 +33,29 @@ _EPHEMERAL_TIMEOUT = "Timed out while attempting to connect to ephemeral Prefect
 _UNREACHABLE = "Failed to reach API at "
 
 
+def package_version() -> str:
+    """The installed package's version, else the one pyproject.toml beside the sources declares."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("assetmint")
+    except PackageNotFoundError:
+        import tomllib
+
+        try:
+            with (Path(__file__).resolve().parents[1] / "pyproject.toml").open("rb") as handle:
+                return str(tomllib.load(handle)["project"]["version"])
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     parser = argparse.ArgumentParser(
         prog="assetmint", description="Provenance-aware batch production of generative marketing images."
     )
     parser.add_argument("--verbose", action="store_true", help="show library logs and full tracebacks")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--verbose", action="store_true", default=argparse.SUPPRESS, help="show library logs and full tracebacks"
@@ -61,9 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("manifest", metavar="FILE")
     p = command("schema", cmd_schema, "print the JSON Schema of the manifest or policy format", policy=False)
     p.add_argument("kind", choices=["manifest", "policy"])
-    command("runs", cmd_runs, "list runs in the ledger")
+    p = command("runs", cmd_runs, "list runs in the ledger")
+    p.add_argument("--json", action="store_true", help="machine-readable output (fields in README.md, Commands)")
     p = command("show", cmd_show, "show a run's ranking or one asset's full record")
     p.add_argument("id", metavar="RUN_ID|ASSET_ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output (fields in README.md, Commands)")
     p = command("replay", cmd_replay, "regenerate an asset from its ledger record and compare pixel digests")
     p.add_argument("asset_id", metavar="ASSET_ID")
     p.add_argument("--run", help="the run, when the asset id exists in several runs")
@@ -131,7 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     quiet_environment(args.verbose)
     try:
-        return args.handler(args)
+        code = args.handler(args)
+        sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not in the interpreter's final flush
+        return code
     except AssetMintError as exc:
         if args.verbose:
             raise
@@ -148,6 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to continue where it stopped.", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`assetmint schema manifest | head`): stop quietly, as `cat` does. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tasks.core.manifest import load_plan
 
     plan = load_plan(Path(args.manifest))
-    check_plan(plan, load_policy(optional_path(args.policy)))
+    policy = load_policy(optional_path(args.policy))
+    check_plan(plan, policy)
     print(f"{args.manifest}: valid; {len(plan.jobs)} jobs, {plan.candidate_count} candidates, run id {plan.run_id}")
+    _print_plan_warnings(plan, policy)
     return 0
+
+
+def _print_plan_warnings(plan: Any, policy: Any) -> None:
+    from tasks.core.limits import finalize_warnings
+
+    for warning in finalize_warnings(plan, policy):
+        print(f"warning: {warning}", file=sys.stderr)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -31,7 +41,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tasks.core.manifest import load_plan
 
     plan = load_plan(Path(args.manifest))
-    check_plan(plan, load_policy(optional_path(args.policy)))
+    policy = load_policy(optional_path(args.policy))
+    check_plan(plan, policy)
     models = sorted({job.model for job in plan.jobs})
     table = Table(title=escape(f"{plan.campaign_name} ({plan.run_id})"), caption=escape(f"model: {', '.join(models)}"))
     for column in ("#", "id", "prompt", "size", "n", "seeds", "steps", "cfg", "sched", "keep"):
@@ -53,6 +64,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     console = make_console()
     console.print(table)
     console.print(f"{len(plan.jobs)} jobs, {plan.candidate_count} candidates; nothing generated.")
+    _print_plan_warnings(plan, policy)
     return 0
 
 
@@ -116,24 +128,77 @@ def _print_summary(console: Any, summary: Any) -> None:
     if any(best["state"] == "finalized" for best in summary.best):
         console.print(f"Finalized (watermarked, signed): {summary.run_dir}/final", soft_wrap=True)
     console.print(f"Ledger: {summary.ledger_url}", soft_wrap=True)
+    if summary.status == "pending_review" or summary.counts.get("selected"):
+        console.print(
+            f"Next: review the selected candidates with `assetmint review {summary.run_id}`",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _ledger(policy_path: str | None) -> Any:
+    """The policy's ledger; refuses (rather than creates) a SQLite ledger that does not exist yet."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     from policies.model import load_policy
+    from tasks.core.errors import LedgerError
     from tasks.storage.ledger import Ledger
 
-    return Ledger.open(load_policy(optional_path(policy_path)).ledger_url())
+    policy = load_policy(optional_path(policy_path))
+    url = policy.ledger_url()
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # Ledger.open names a malformed URL
+        parsed = None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        path = Path(parsed.database)
+        if not path.exists():
+            raise LedgerError(
+                f"there is no ledger at {path} (ledger URL {url}, from the policy's ledger.url and work_dir "
+                f"{policy.resolved_work_dir()}); nothing has run here yet. Run this in the folder you ran "
+                "`assetmint run` from, set ASSETMINT_WORK_DIR to that work directory, or pass --policy with the "
+                "policy that run used."
+            )
+    return Ledger.open(url)
+
+
+def _when(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _score(value: float | None) -> str:
+    return f"{value:.4f}" if value is not None else "-"
+
+
+def _run_record(ledger: Any, run: Any) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "campaign_id": run.campaign_id,
+        "campaign_name": run.campaign_name,
+        "status": run.status,
+        "attempts": run.attempts,
+        "created_at": _when(run.created_at),
+        "updated_at": _when(run.updated_at),
+        "counts": ledger.state_counts(run.run_id),
+    }
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    """List the runs in the ledger."""
+    """List the runs in the ledger (as a table, or with --json as a list of run records)."""
     from rich.table import Table
 
     ledger = _ledger(args.policy)
+    runs = ledger.runs()
+    if args.json:
+        print(json.dumps({"runs": [_run_record(ledger, run) for run in runs]}, indent=2))
+        return 0
     table = Table(title="Runs")
-    for column in ("run", "campaign", "status", "attempts", "updated", "candidates"):
-        table.add_column(column)
-    for run in ledger.runs():
+    # The run id is what users copy: it never wraps or truncates; the other columns fold instead.
+    table.add_column("run", no_wrap=True, min_width=max((len(r.run_id) for r in runs), default=3))
+    for column in ("campaign", "status", "attempts", "updated", "candidates"):
+        table.add_column(column, overflow="fold")
+    for run in runs:
         counts = ledger.state_counts(run.run_id)
         table.add_row(
             run.run_id,
@@ -148,7 +213,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Show a run (its ranking per prompt) or one candidate (every parameter and its history)."""
+    """Show a run (its ranking per prompt) or one candidate in every run that shares it (--json: records)."""
     from tasks.core.errors import LedgerError
 
     ledger = _ledger(args.policy)
@@ -158,7 +223,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     except LedgerError:
         run = None
     if run is not None:
-        _show_run(console, ledger, run)
+        if args.json:
+            print(json.dumps(_run_json(ledger, run), indent=2, default=str))
+        else:
+            _show_run(console, ledger, run)
         return 0
     if len(args.id) < 6:
         raise LedgerError(
@@ -167,9 +235,43 @@ def cmd_show(args: argparse.Namespace) -> int:
     matches = ledger.find_candidates(args.id)
     if not matches:
         raise LedgerError(f"no run or asset matches {args.id!r}; `assetmint runs` lists the runs.")
-    for row in matches:
-        _show_candidate(console, ledger, row)
+    records = [_candidate_json(ledger, row) for row in matches]
+    if args.json:
+        print(json.dumps({"kind": "candidates", "candidates": records}, indent=2, default=str))
+        return 0
+    for index, record in enumerate(records):
+        if index:
+            console.print()
+        _show_candidate(console, record)
     return 0
+
+
+def _run_json(ledger: Any, run: Any) -> dict[str, Any]:
+    rows = ledger.candidates(run.run_id)
+    jobs = []
+    for job in ledger.jobs(run.run_id):
+        members = sorted((r for r in rows if r.job_key == job.job_key), key=lambda r: (r.rank or 10**9, r.seed))
+        jobs.append(
+            {
+                "job_key": job.job_key,
+                "prompt_id": job.prompt_id,
+                "variant": job.variant,
+                "prompt": job.prompt,
+                "warnings": list(job.warnings),
+                "candidates": [
+                    {
+                        "candidate_id": r.candidate_id,
+                        "rank": r.rank,
+                        "clip_score": r.clip_score,
+                        "clip_cosine": r.clip_cosine,
+                        "seed": r.seed,
+                        "state": r.state,
+                    }
+                    for r in members
+                ],
+            }
+        )
+    return {"kind": "run", **_run_record(ledger, run), "manifest": run.manifest_path, "jobs": jobs}
 
 
 def _show_run(console: Any, ledger: Any, run: Any) -> None:
@@ -185,14 +287,15 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
     rows = ledger.candidates(run.run_id)
     for job in ledger.jobs(run.run_id):
         table = Table(title=escape(f"{job.prompt_id} {job.variant}: {job.prompt}"), title_justify="left")
-        for column in ("rank", "CLIPScore", "cosine", "seed", "state", "candidate"):
-            table.add_column(column)
+        for column in ("rank", "CLIPScore", "cosine", "seed", "state"):
+            table.add_column(column, overflow="fold")
+        table.add_column("candidate", no_wrap=True)
         members = sorted((r for r in rows if r.job_key == job.job_key), key=lambda r: (r.rank or 10**9, r.seed))
         for row in members:
             table.add_row(
                 str(row.rank or "-"),
-                f"{row.clip_score:.4f}" if row.clip_score is not None else "-",
-                f"{row.clip_cosine:.4f}" if row.clip_cosine is not None else "-",
+                _score(row.clip_score),
+                _score(row.clip_cosine),
                 str(row.seed),
                 row.state,
                 row.candidate_id,
@@ -202,37 +305,133 @@ def _show_run(console: Any, ledger: Any, run: Any) -> None:
             console.print(f"  [yellow]warning:[/yellow] {escape(warning)}", soft_wrap=True)
 
 
-def _show_candidate(console: Any, ledger: Any, row: Any) -> None:
-    fields = {
-        "candidate": row.candidate_id,
-        "run": row.run_id,
+def _candidate_json(ledger: Any, row: Any) -> dict[str, Any]:
+    """One run's record of a candidate: parameters, score, safety, review, provenance and history."""
+    from tasks.provenance.trust import trust_of
+
+    safety = row.safety or {}
+    review = row.review or {}
+    asset = next((a for a in ledger.assets(row.run_id) if a.candidate_id == row.candidate_id), None)
+    provenance = None
+    if asset is not None:
+        trust = trust_of(asset.validation_state, asset.signer) if asset.final_sha256 else None
+        published = asset.published or {}
+        provenance = {
+            "asset_key": asset.asset_key,
+            "watermark_method": asset.watermark_method,
+            "watermark_payload": asset.payload_hex,
+            "final_path": asset.final_path,
+            "sha256": asset.final_sha256,
+            "mime": asset.mime,
+            "manifest_label": asset.manifest_label,
+            "validation_state": asset.validation_state,
+            "trust": trust.label if trust else None,
+            "signer": asset.signer,
+            "published_key": published.get("key"),
+            "published_bucket": published.get("bucket"),
+        }
+    return {
+        "candidate_id": row.candidate_id,
+        "run_id": row.run_id,
         "state": row.state,
         "prompt": row.prompt,
-        "negative prompt": row.negative_prompt,
+        "negative_prompt": row.negative_prompt,
         "model": row.model_ref,
-        "model identity": json.dumps(row.model_identity),
+        "model_identity": row.model_identity,
         "pipeline": row.pipeline_kind,
-        "size": f"{row.width}x{row.height}",
+        "width": row.width,
+        "height": row.height,
         "steps": row.steps,
         "guidance": row.guidance,
         "scheduler": row.scheduler,
         "seed": row.seed,
         "image": row.image_path,
-        "image sha256": row.image_sha256,
-        "pixel sha256": row.pixel_sha256,
-        "generation": json.dumps(row.generation),
-        "CLIP model": row.clip_model,
-        "CLIPScore": row.clip_score,
-        "cosine": row.clip_cosine,
+        "image_sha256": row.image_sha256,
+        "pixel_sha256": row.pixel_sha256,
+        "generation": row.generation,
+        "clip_model": row.clip_model,
+        "clip_score": row.clip_score,
+        "clip_cosine": row.clip_cosine,
         "rank": row.rank,
+        "safety": {
+            "verdict": "flagged" if safety.get("flagged") else "passed",
+            "reasons": list(safety.get("reasons") or []),
+            "results": [dict(r) for r in safety.get("results") or []],
+        }
+        if row.safety
+        else None,
+        "review": {k: review.get(k) for k in ("decision", "by", "at", "mode", "comment")} if row.review else None,
+        "provenance": provenance,
+        "history": [
+            {"at": _when(e.at), "from": e.from_state, "to": e.to_state, "detail": e.detail}
+            for e in ledger.history(row.run_id, row.candidate_id)
+        ],
     }
-    for name, value in fields.items():
-        console.print(f"{name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
-    console.print(f"{'history':>15}:")
-    for entry in ledger.history(row.run_id, row.candidate_id):
+
+
+def _show_candidate(console: Any, record: dict[str, Any]) -> None:
+    def section(title: str, fields: dict[str, Any]) -> None:
+        console.print(f"[bold]{title}[/bold]")
+        for name, value in fields.items():
+            console.print(f"{name:>17}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
+
+    section(
+        f"candidate {record['candidate_id']} in run {record['run_id']}",
+        {
+            "state": record["state"],
+            "prompt": record["prompt"],
+            "negative prompt": record["negative_prompt"],
+            "model": record["model"],
+            "model identity": json.dumps(record["model_identity"]),
+            "pipeline": record["pipeline"],
+            "size": f"{record['width']}x{record['height']}",
+            "steps": record["steps"],
+            "guidance": record["guidance"],
+            "scheduler": record["scheduler"],
+            "seed": record["seed"],
+            "image": record["image"],
+            "image sha256": record["image_sha256"],
+            "pixel sha256": record["pixel_sha256"],
+            "generation": json.dumps(record["generation"]),
+            "CLIP model": record["clip_model"],
+            "CLIPScore": _score(record["clip_score"]),
+            "cosine": _score(record["clip_cosine"]),
+            "rank": record["rank"],
+        },
+    )
+    safety = record["safety"]
+    fields: dict[str, Any] = {"verdict": "not screened"}
+    if safety:
+        fields = {"verdict": safety["verdict"], "reasons": "; ".join(safety["reasons"]) or None}
+        for result in safety["results"]:
+            flagged = " flagged" if result.get("flagged") else ""
+            fields[f"{result.get('filter')} {result.get('label')}"] = (
+                f"{_score(result.get('score'))} (threshold {_score(result.get('threshold'))}){flagged}"
+            )
+    section("safety", fields)
+    review = record["review"]
+    section("review", review and {k: review[k] for k in ("decision", "by", "at", "comment")} or {"decision": None})
+    provenance = record["provenance"]
+    if provenance:
+        section(
+            "provenance",
+            {
+                "asset key": provenance["asset_key"],
+                "watermark payload": provenance["watermark_payload"],
+                "final file": provenance["final_path"],
+                "sha256": provenance["sha256"],
+                "validation": provenance["trust"],
+                "signer": provenance["signer"],
+                "published key": provenance["published_key"],
+            },
+        )
+    else:
+        section("provenance", {"asset key": None})
+    console.print("[bold]history[/bold]")
+    for entry in record["history"]:
         console.print(
-            f"{'':>17}{entry.at:%Y-%m-%d %H:%M:%S} {entry.from_state or '-'} -> {entry.to_state} "
-            f"{json.dumps(entry.detail) if entry.detail else ''}",
+            f"{'':>19}{entry['at']} {entry['from'] or '-'} -> {entry['to']} "
+            f"{json.dumps(entry['detail']) if entry['detail'] else ''}",
             markup=False,
             soft_wrap=True,
         )

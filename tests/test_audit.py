@@ -18,6 +18,7 @@ from PIL import Image
 
 from cli.main import main
 from conftest import run_isolated, work_ledger, write
+from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
 MANIFEST = """\
@@ -99,6 +100,12 @@ def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[
         assert result["evidence"]["watermark"]["payload"] == asset.payload_hex
     html = (tmp_path / "audit.html").read_text()
     assert html.count("data:image/jpeg;base64,") == 3 and "<svg" in html and "http" not in html.split("<svg")[0]
+    # Development-signed: c2pa's raw state stays for machines, people see the development label, never "Trusted".
+    for result in results.values():
+        credential = result["evidence"]["credential"]
+        assert credential["state"] == "Trusted" and credential["trust"] == trust.DEVELOPMENT
+        assert credential["development_signer"] and "trusted credential" not in " ".join(result["reasons"])
+    assert "Trusted" not in html and trust.DEVELOPMENT in html and 'class="dev"' in html
     ledger = work_ledger(env["root"])
     recorded = ledger.audits(candidate_id=env["assets"][0].candidate_id)
     assert recorded and recorded[0].verdict == "verified" and recorded[0].evidence["sha256"]
@@ -302,3 +309,37 @@ def test_an_untrusted_credential_cannot_steer_the_watermark_decoder(env: dict[st
     evidence = results["decoy.png"]["evidence"]
     assert evidence["credential"]["state"] != "Trusted"
     assert evidence["watermark"]["key"] == a.asset_key and evidence["watermark"]["method"] == "dwtDctSvd"
+
+
+def test_development_signed_assets_never_read_trusted(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """verify, the audit summary and the review page show the development label and banner, never "Trusted"."""
+    from fastapi.testclient import TestClient
+
+    from policies.model import load_policy
+    from tasks.web.review.app import create_app
+
+    published = str(_published(env, env["assets"][0]))
+    assert main(["verify", published, "--policy", str(env["policy"])]) == 0
+    out = capsys.readouterr().out
+    assert trust.DEVELOPMENT in out and "Trusted" not in out
+    assert main(["verify", published, "--json", "--policy", str(env["policy"])]) == 0
+    credential = json.loads(capsys.readouterr().out)[0]["credential"]
+    assert credential["state"] == "Trusted" and credential["trust"] == trust.DEVELOPMENT
+
+    assert main(["audit", published, "--policy", str(env["policy"])]) == 0
+    assert "3 objects are" not in (out := capsys.readouterr().out) and f"1 objects are {trust.DEVELOPMENT}" in out
+
+    token = "trust-test-token-0123456789abcdef"
+    url = f"sqlite:///{env['root'] / 'work' / 'ledger.sqlite'}"
+    client = TestClient(create_app(url, load_policy(env["policy"]), token, "alice"), base_url="http://127.0.0.1:8765")
+    asset = env["assets"][0]
+    for path in (f"/runs/{asset.run_id}", f"/runs/{asset.run_id}/candidates/{asset.candidate_id}"):
+        page = client.get(f"{path}?token={token}")
+        assert page.status_code == 200 and 'class="dev-banner"' in page.text, path
+        # c2pa's raw state appears only in the recorded history, with the label beside it
+        text = page.text.replace(
+            f"&#34;trust&#34;: &#34;{trust.DEVELOPMENT}&#34;, &#34;validation&#34;: &#34;Trusted", ""
+        )
+        assert "Trusted" not in text and "style=" not in page.text
+    assert trust.DEVELOPMENT in page.text
+    assert 'class="dev-banner"' not in client.get("/").text  # no run, no banner

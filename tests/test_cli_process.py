@@ -101,3 +101,53 @@ def test_an_ephemeral_server_that_exits_is_not_blamed_on_the_timeout() -> None:
     )
     assert error is not None and error.exit_code == 2
     assert "exited with code 1" in str(error) and "STARTUP_TIMEOUT" not in str(error)
+
+
+def test_version_comes_from_the_package(tmp_path: Path) -> None:
+    from cli.main import package_version
+
+    result = _run(["--version"], tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"assetmint {package_version()}"
+    assert package_version() not in ("", "unknown")
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    command = f"{sys.executable} -m cli schema manifest | head -5"
+    result = subprocess.run(command, shell=True, capture_output=True, text=True, cwd=tmp_path, check=False)
+    assert len(result.stdout.splitlines()) == 5
+    assert "Traceback" not in result.stderr and "BrokenPipeError" not in result.stderr, result.stderr
+
+
+def test_prefect_client_telemetry_and_its_notice_are_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prefect._internal.analytics.enabled import is_telemetry_enabled
+
+    from cli.console import quiet_environment
+
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    monkeypatch.setattr("prefect._internal.analytics.enabled.is_ci_environment", lambda: False)
+    quiet_environment(verbose=False)
+    assert not is_telemetry_enabled()
+
+
+def test_a_manual_review_summary_names_the_review_command() -> None:
+    from io import StringIO
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from cli.runs import _print_summary
+
+    summary = SimpleNamespace(
+        run_id="camp-0123abcd",
+        status="pending_review",
+        counts={"selected": 2, "scored": 4},
+        generated_now=6,
+        warnings=["2 selected candidates are pending review (policy review.mode: manual)"],
+        best=[],
+        image_dir="/w/candidates",
+        run_dir="/w/runs/camp-0123abcd",
+        ledger_url="sqlite:////w/ledger.sqlite",
+    )
+    out = StringIO()
+    _print_summary(Console(file=out, width=80), summary)
+    assert "assetmint review camp-0123abcd" in out.getvalue()

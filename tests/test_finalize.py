@@ -12,6 +12,7 @@ from PIL import Image
 
 from cli.main import main
 from conftest import PACKAGED_DEFAULT_POLICY, run_isolated, work_ledger, write
+from tasks.provenance.trust import DEVELOPMENT
 
 MANIFEST = """\
 campaign: {id: fin, name: Finalize}
@@ -76,8 +77,10 @@ def test_verify_passes_untouched_assets(same_env: dict[str, Path], capsys: pytes
         assert "a red cube" not in json.dumps(report["credential"])  # prompt text is confidential by default
         actions = [a["action"] for a in report["credential"]["actions"]]
         assert actions[:2] == ["c2pa.created", "c2pa.watermarked"]
+    assert all(report["credential"]["trust"] == DEVELOPMENT for report in reports)  # the label beside c2pa's state
     assert main(["verify", files[0]]) == 0
-    assert "Trusted" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert DEVELOPMENT in out and "Trusted" not in out  # people see the development label, never "Trusted"
 
 
 def _flip_last_pixel_byte_png(source: Path, target: Path) -> None:

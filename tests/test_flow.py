@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from cli.main import main
 from conftest import TINY_MANIFEST as MANIFEST
 from conftest import work_ledger, write
+from tasks.provenance import trust
 from tasks.stages import runs
 from tasks.stages.generate import CandidateSpec, choose_runtime, generate_candidates, load_pipeline
 from tasks.stages.models import resolve_model
@@ -120,7 +123,9 @@ def test_interrupted_run_resumes_without_duplicates(
         assert db.execute("select count(*) from candidates").fetchone()[0] == 6
 
 
-def test_cli_run_show_and_replay(tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_run_show_and_replay(
+    tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     manifest = write(tmp_path / "m.yaml", MANIFEST.replace("candidates: 3", "candidates: 2"))
     assert main(["run", str(manifest), "--policy", str(policy)]) == 0
     out = capsys.readouterr().out
@@ -137,6 +142,60 @@ def test_cli_run_show_and_replay(tmp_path: Path, policy: Path, capsys: pytest.Ca
     assert "MATCH" in capsys.readouterr().out and (tmp_path / "again.png").is_file()
     assert main(["runs", "--policy", str(policy)]) == 0
     assert run_id in capsys.readouterr().out
+
+    # A candidate two runs share (same pixels, another campaign) is shown with every run's record.
+    other = write(tmp_path / "m2.yaml", manifest.read_text().replace("id: e2e", "id: e2e-again"))
+    assert main(["run", str(other), "--policy", str(policy)]) == 0
+    capsys.readouterr()
+    assert len({r.run_id for r in ledger.find_candidates(best.candidate_id)}) == 2
+    assert main(["show", best.candidate_id, "--policy", str(policy)]) == 0
+    shown = capsys.readouterr().out
+    for row in ledger.find_candidates(best.candidate_id):
+        assert f"candidate {best.candidate_id} in run {row.run_id}" in shown
+    assert re.search(r"CLIPScore: \d+\.\d{4}\n", shown) and "cosine: " in shown
+    for heading in ("\nsafety\n", "verdict: passed", "\nreview\n", "decision:", "\nprovenance\n", "asset key:"):
+        assert heading in shown, heading
+    assert "watermark payload:" in shown and f"validation: {trust.DEVELOPMENT}" in shown
+    # c2pa's raw state appears only in the recorded history, with the label beside it
+    assert "Trusted" not in shown.replace(f'"validation": "Trusted", "trust": "{trust.DEVELOPMENT}"', "")
+    assert main(["show", best.candidate_id, "--json", "--policy", str(policy)]) == 0
+    records = json.loads(capsys.readouterr().out)["candidates"]
+    assert {r["run_id"] for r in records} == {r.run_id for r in ledger.runs()}
+    assert records[0]["provenance"]["trust"] == trust.DEVELOPMENT and records[0]["safety"]["verdict"] == "passed"
+    assert main(["show", run_id, "--json", "--policy", str(policy)]) == 0
+    shown_run = json.loads(capsys.readouterr().out)
+    assert shown_run["kind"] == "run" and shown_run["run_id"] == run_id and shown_run["jobs"][0]["candidates"]
+
+    # Run ids are what users copy: never cut at 80 columns; --json lists the same runs.
+    monkeypatch.setenv("COLUMNS", "80")
+    assert main(["runs", "--policy", str(policy)]) == 0
+    listed = capsys.readouterr().out
+    assert all(r.run_id in listed for r in ledger.runs())
+    assert main(["runs", "--json", "--policy", str(policy)]) == 0
+    runs_json = json.loads(capsys.readouterr().out)["runs"]
+    assert {r["run_id"] for r in runs_json} == {r.run_id for r in ledger.runs()}
+    assert set(runs_json[0]) == {
+        "run_id",
+        "campaign_id",
+        "campaign_name",
+        "status",
+        "attempts",
+        "created_at",
+        "updated_at",
+        "counts",
+    }
+
+
+def test_runs_and_show_refuse_a_folder_without_a_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "elsewhere"))
+    for args in (["runs"], ["show", "abcdef123"], ["runs", "--json"]):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"no ledger at {tmp_path / 'elsewhere' / 'ledger.sqlite'}" in err and "ASSETMINT_WORK_DIR" in err
+        assert "Traceback" not in err
+    assert not (tmp_path / "elsewhere").exists()
 
 
 def test_replay_reports_a_mismatch(tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,3 +85,20 @@ def test_example_policies_load() -> None:
 
     for path in sorted((REPO / "policies").glob("*.yaml")):
         assert load_policy(path).version == 1, path
+
+
+def test_validate_warns_when_images_are_too_small_to_watermark(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import REPO
+
+    manifest = write(tmp_path / "m.yaml", MANIFEST.replace("512", "64"))
+    brand_safe = str(REPO / "policies" / "brand-safe.yaml")
+    for command in ("validate", "plan"):
+        assert main([command, str(manifest), "--policy", brand_safe]) == 0
+        err = capsys.readouterr().err
+        assert "64x64 images are below the watermark's 256 px minimum" in err, command
+        assert "watermark.upscale_small: false" in err and "cannot be finalized" in err
+    default = str(REPO / "policies" / "default.yaml")
+    assert main(["validate", str(manifest), "--policy", default]) == 0  # the default policy upscales small images
+    assert "cannot be finalized" not in capsys.readouterr().err

@@ -29,3 +29,20 @@ def check_plan(plan: Plan, policy: Policy) -> None:
         )
     if problems:
         raise PolicyError(f"{plan.source} breaks the policy:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def finalize_warnings(plan: Plan, policy: Policy) -> list[str]:
+    """Ways the plan's images cannot be finalized under the policy (too small to watermark, with no upscale)."""
+    from policies.watermark import MIN_SIDE
+
+    if not policy.watermark.enabled or policy.watermark.upscale_small:
+        return []
+    small = sorted({(job.width, job.height) for job in plan.jobs if min(job.width, job.height) < MIN_SIDE})
+    if not small:
+        return []
+    sizes = ", ".join(f"{w}x{h}" for w, h in small)
+    return [
+        f"{sizes} images are below the watermark's {MIN_SIDE} px minimum and the policy does not upscale "
+        "(watermark.upscale_small: false): they cannot be finalized. Generate at least "
+        f"{MIN_SIDE} px, or set watermark.upscale_small: true"
+    ]

@@ -3,8 +3,9 @@
 A target is ``s3://bucket/prefix``, a folder (recursive) or a file. Each image gets exactly one verdict with the
 evidence behind it:
 
-- ``verified``: a trusted AssetMint credential whose soft binding, decoded watermark, ledger record, sha256 and
-  (for S3) object metadata all agree.
+- ``verified``: an AssetMint credential the trust anchors accept (trusted; or, with development keys, valid with a
+  development signer, as its evidence says) whose soft binding, decoded watermark, ledger record, sha256 and (for
+  S3) object metadata all agree.
 - ``recovered``: no credential (stripped or re-encoded), but the watermark resolves to a ledger record: the
   evidence links the record and its original manifest label.
 - ``tampered``: a credential is present but does not validate (Invalid).
@@ -371,8 +372,7 @@ def audit_view(
         if cred["state"] != "Trusted":
             return finish(
                 "untrusted",
-                f"the credential is {cred['state']} but its signer {cred.get('signer')!r} is not among the trust "
-                "anchors",
+                f"the credential is {cred['trust']}: its signer {cred.get('signer')!r} is not among the trust anchors",
                 *disagreements,
             )
         if cred.get("soft_binding_payload") and found.decoded_key is None:
@@ -382,8 +382,8 @@ def audit_view(
         if disagreements:
             return finish("mismatch", *disagreements)
         if index.get(linked_key) is None:
-            return finish("verified", "trusted AssetMint credential; no record of it in this ledger")
-        return finish("verified", "trusted credential, watermark, ledger record and sha256 agree")
+            return finish("verified", f"AssetMint credential, {cred['trust']}; no record of it in this ledger")
+        return finish("verified", f"credential ({cred['trust']}), watermark, ledger record and sha256 agree")
     # No credential of ours (none, or a valid foreign one).
     if wm_key is not None:
         if cred is not None and cred["state"] != "Trusted":
@@ -428,6 +428,11 @@ class AuditSummary:
         return [r for r in self.results if r.failed]
 
     @property
+    def development_signed(self) -> list[AuditResult]:
+        """Objects whose credential was signed with AssetMint's development keys (not trusted for production)."""
+        return [r for r in self.results if ((r.evidence.get("credential") or {}).get("development_signer"))]
+
+    @property
     def exit_code(self) -> int:
         """1 when any published/finalized object failed its audit, else 0."""
         return 1 if self.failures else 0
@@ -441,6 +446,7 @@ class AuditSummary:
             "objects": len(self.results),
             "counts": self.counts,
             "failures": [r.object for r in self.failures],
+            "development_signed": len(self.development_signed),
         }
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tasks.inspection.audit import VERDICTS
+from tasks.provenance.trust import DEVELOPMENT_BANNER
 
 if TYPE_CHECKING:
     from tasks.inspection.audit import AuditResult, AuditSummary
@@ -29,6 +30,7 @@ vertical-align:top}th{background:#f5f5f5}.v{color:#fff;border-radius:3px;padding
 .obj{font-family:monospace;word-break:break-all;max-width:28em}.fail{background:#fff3f3}
 .ev{font-family:monospace;font-size:12px;white-space:pre-wrap;max-width:40em;word-break:break-all}
 img{border:1px solid #ccc}.muted{color:#777}
+.dev{background:#fff3e0;border:1px solid #ef6c00;padding:8px 12px;font-weight:600}
 """
 
 
@@ -60,7 +62,8 @@ def _evidence_lines(result: AuditResult) -> str:
     lines = [f"sha256 {evidence.get('sha256', '-')}"]
     if credential:
         lines.append(
-            f"credential {credential.get('state')} {' '.join(credential.get('status_codes') or [])} "
+            f"credential {credential.get('trust') or credential.get('state')} "
+            f"{' '.join(credential.get('status_codes') or [])} "
             f"manifest {credential.get('manifest_label')} signer {credential.get('signer')}"
         )
     if watermark:
@@ -100,13 +103,15 @@ def render_html(summary: AuditSummary) -> str:
     targets = ", ".join(summary.targets)
     finished = summary.finished_at.isoformat() if summary.finished_at else "-"
     failures = len(summary.failures)
+    development = len(summary.development_signed)
+    banner = f'<p class="dev">{development} objects: {escape(DEVELOPMENT_BANNER)}</p>' if development else ""
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>AssetMint audit of {escape(targets)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>AssetMint audit</h1><p>Targets: <b>{escape(targets)}</b><br>"
         f"Started {escape(summary.started_at.isoformat())}"
         f", finished {escape(finished)}; {len(summary.results)} objects; "
-        f"<b>{failures}</b> published or finalized objects failed.</p>"
+        f"<b>{failures}</b> published or finalized objects failed.</p>{banner}"
         f"<h2>Verdicts</h2>{bar_chart(counts)}<table style='width:auto'><tr><th>verdict</th><th>objects</th></tr>"
         f"{count_cells}</table><h2>Objects</h2><table><tr><th></th><th>object</th><th>verdict</th><th>asset</th>"
         f"<th>why</th><th>evidence</th></tr>{''.join(_row(r) for r in summary.results)}</table></body></html>\n"

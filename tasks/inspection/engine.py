@@ -276,8 +276,13 @@ def credential_facts(report: ValidationReport) -> dict[str, Any]:
         or str(soft.get("alg", "")).startswith(WATERMARK_ALG_PREFIX)
         or report.generation_assertion is not None
     )
+    from tasks.provenance.trust import trust_of
+
+    trust = trust_of(report.state, report.signer, report.signer_issuer)
     return {
         "state": report.state,
+        "trust": trust.label,
+        "development_signer": trust.development,
         "status_codes": list(report.status_codes),
         "manifest_label": report.active_manifest_label,
         "signer": report.signer,
@@ -354,6 +359,8 @@ def _read_credential(data: bytes, mime: str, evidence: Evidence, context: Inspec
         if JUMBF_C2PA_LABEL in data:  # a manifest store is there but the reader cannot make sense of it
             evidence.credential = {
                 "state": "Invalid",
+                "trust": "invalid (tampered)",
+                "development_signer": False,
                 "status_codes": ["manifest.unreadable"],
                 "error": str(exc),
                 "ours": False,

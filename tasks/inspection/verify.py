@@ -77,7 +77,10 @@ def verify_view(found: Evidence, result: VerifyReport, context: InspectionContex
         return result
     report = found.report
     if report is not None:
-        result.credential = report.to_dict()
+        from tasks.provenance.trust import trust_of
+
+        trust = trust_of(report.state, report.signer, report.signer_issuer)
+        result.credential = {**report.to_dict(), "trust": trust.label, "trust_explanation": trust.explanation}
         if report.state == "NoManifest":
             result.fail("no Content Credential (C2PA manifest)")
         elif report.state not in accepted_states(context.policy.finalize.require_trusted):

@@ -20,6 +20,7 @@ from policies.watermark import WatermarkPolicy
 from tasks.core.cache import load_once
 from tasks.core.errors import AssetMintError
 from tasks.core.files import write_atomic
+from tasks.provenance.trust import trust_label
 from tasks.storage.ledger import FinalizedAsset
 
 MIME_BY_FORMAT = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
@@ -170,6 +171,7 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
         mime=mime,
         manifest_label=report.active_manifest_label,
         validation_state=report.state,
+        trust=trust_label(report.state, report.signer, report.signer_issuer),
         signer=report.signer,
         provenance={
             "signer_is_development": signer.is_development,

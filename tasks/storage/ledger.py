@@ -208,6 +208,7 @@ class FinalizedAsset:
     mime: str | None = None
     manifest_label: str | None = None
     validation_state: str | None = None
+    trust: str | None = None  # the person-facing trust label (tasks.provenance.trust) beside c2pa's raw state
     signer: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -757,6 +758,7 @@ class Ledger:
                         "sha256": outcome.final_sha256,
                         "manifest": outcome.manifest_label,
                         "validation": outcome.validation_state,
+                        "trust": outcome.trust,
                         "watermark": outcome.payload_hex,
                     },
                 )

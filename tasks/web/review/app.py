@@ -23,6 +23,7 @@ from starlette.templating import Jinja2Templates
 from policies.model import Policy
 from tasks.core.errors import AssetMintError, ReviewError
 from tasks.core.states import CandidateState
+from tasks.provenance import trust
 from tasks.storage.ledger import CandidateRow, Ledger, RunRow
 from tasks.storage.workdir import candidate_store, work_dir_of_run
 from tasks.web.review import sheet
@@ -77,6 +78,8 @@ def _templates() -> Jinja2Templates:
     env.filters["score"] = lambda value: "-" if value is None else f"{value:.4f}"
     env.filters["pretty"] = lambda value: json.dumps(value, sort_keys=True, default=str)
     env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if isinstance(value, datetime) else "-"
+    env.globals["trust_label"] = trust.trust_label
+    env.globals["development_banner"] = trust.DEVELOPMENT_BANNER
     return Jinja2Templates(env=env)
 
 
@@ -196,6 +199,8 @@ def create_app(
             "csrf_token": session.csrf_token if session else "",
             "reviewer": reviewer,
             "override_allowed": policy.safety.human_override,
+            "development_signed": "run" in context
+            and trust.any_development(a.signer for a in ledger.assets(context["run"].run_id)),
         }
         return templates.TemplateResponse(request, name, {**common, **context}, status_code=status)
 
