@@ -17,7 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from policies.model import Policy, load_policy
+from policies.model import Policy
 from tasks.core.errors import AssetMintError, RunLockedError
 from tasks.stages import delivery, runs
 from tasks.stages.delivery import DeliveryResult, PublishOutcome
@@ -54,12 +54,7 @@ def publish_task(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome
 
 def policy_for_run(run_id: str, policy_path: str | None) -> tuple[Policy, str]:
     """The given policy, or else the one recorded with the run; with the ledger URL to use."""
-    if policy_path:
-        policy = load_policy(Path(policy_path))
-        return policy, policy.ledger_url()
-    default = load_policy()
-    recorded = runs.ledger_for(default.ledger_url()).run(run_id).policy
-    return Policy.model_validate(recorded), default.ledger_url()
+    return delivery.policy_for_run(run_id, Path(policy_path) if policy_path else None)
 
 
 def deliver(

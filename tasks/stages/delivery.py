@@ -11,11 +11,44 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from policies.model import Policy
+from policies.model import Policy, load_policy
 from tasks.core import progress
 from tasks.core.errors import LedgerError
 from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
+
+
+def policy_for_run(run_id: str, policy_path: Path | None) -> tuple[Policy, str]:
+    """The given policy, or else the one recorded with the run, and the ledger URL; LedgerError for an unknown run."""
+    given = load_policy(policy_path)
+    url = given.ledger_url()
+    missing = _missing_ledger_file(url)
+    if missing is not None:  # opening would create an empty ledger (and its folder) only to say the run is not there
+        raise LedgerError(f"no run {run_id!r}: there is no ledger at {missing} yet; `assetmint runs` lists the runs.")
+    run = ledger_for(url).run(run_id)
+    return (given if policy_path else Policy.model_validate(run.policy)), url
+
+
+def _missing_ledger_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # an invalid URL is reported by Ledger.open, in its own words
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def target_root(policy: Policy) -> str:
+    """Where the policy publishes: s3://bucket/prefix or the target folder."""
+    location = policy.publish.location
+    if location.kind == "s3":
+        return f"s3://{location.bucket}/{location.prefix}".rstrip("/")
+    return str(location.folder_path(policy.resolved_work_dir()))
 
 
 def approve_by_policy(ctx: RunContext) -> int:
@@ -153,6 +186,9 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
     outcome = PublishOutcome()
     items: list[PublishItem] = []
     for asset in ledger.assets(run_id):
+        if asset.published:
+            outcome.already.append({**asset.published, "already_published": True})
+            continue
         row = candidates.get(asset.candidate_id)
         if row is None or asset.final_path is None or asset.final_sha256 is None:
             continue
@@ -204,6 +240,7 @@ class PublishOutcome:
     """Receipts of what was published, and why the rest was not (transient errors may clear on retry)."""
 
     published: list[dict[str, Any]] = field(default_factory=list)
+    already: list[dict[str, Any]] = field(default_factory=list)  # the ledger's receipts from earlier publishes
     transient: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 

@@ -42,7 +42,7 @@ from tasks.stages.score import (
 )
 from tasks.stages.select import rank_and_select
 from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
-from tasks.storage.workdir import candidate_store, ensure_writable
+from tasks.storage.workdir import candidate_store, ensure_writable, refuse_if_locked
 
 
 @dataclass(frozen=True)
@@ -86,15 +86,17 @@ def ledger_for(url: str) -> Ledger:
 
 
 def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
-    """Load and check manifest and policy and resolve models, touching nothing on disk but the work dir check."""
+    """Load and check manifest, policy, models and the run's lock; creates the work dir only once all of that passed."""
     policy = load_policy(policy_path)
     plan = load_plan(manifest_path)
     check_plan(plan, policy)
-    work_dir = ensure_writable(policy.resolved_work_dir())
     if policy.finalize.enabled:
         check_signer(policy)
     models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
     resolve_clip(policy.scoring.clip_model)
+    work_dir = policy.resolved_work_dir()
+    refuse_if_locked(work_dir, plan.run_id)
+    ensure_writable(work_dir)  # last: a refused run leaves no work dir behind
     return RunContext(
         run_id=plan.run_id,
         plan=plan,
@@ -458,6 +460,7 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         CandidateState.APPROVED,
         CandidateState.FINALIZED,
         CandidateState.FINALIZE_FAILED,
+        CandidateState.PUBLISHED,
     ]
     for row in ledger.candidates(ctx.run_id, chosen):
         job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
