@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
+from flows.labels import label_flow_run, run_tags
 from tasks.core.states import RunStatus
 from tasks.stages import delivery, runs
 from tasks.stages.runs import RunContext, RunSummary
@@ -71,6 +72,8 @@ def publish_artifacts(summary: RunSummary) -> None:
 def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
     """Generate, score, select and finalize every candidate a manifest plans; resumes where a run stopped."""
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
+    # The run id is `{campaign}-{digest of the pixel-making content}`: it already names the campaign.
+    label_flow_run(ctx.run_id, run_tags(ctx.plan.campaign_id, ctx.policy))
     with run_lock(ctx.work_dir, ctx.run_id):
         prompt_verdicts = screen_prompts_task(ctx)
         start_task(ctx, prompt_verdicts)

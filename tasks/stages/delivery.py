@@ -6,6 +6,7 @@ Plain functions over the ledger; the Prefect flows (flows/batch.py, flows/delive
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,6 +17,8 @@ from tasks.core import progress
 from tasks.core.errors import LedgerError
 from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
+
+log = logging.getLogger(__name__)
 
 
 def policy_for_run(run_id: str, policy_path: Path | None) -> tuple[Policy, str]:
@@ -54,9 +57,12 @@ def target_root(policy: Policy) -> str:
 def approve_by_policy(ctx: RunContext) -> int:
     """In auto review mode, approve what selection chose; in manual mode approve nothing (a reviewer decides)."""
     if ctx.policy.review.mode != "auto":
+        log.info("review.mode %s: a reviewer approves or rejects the selected candidates", ctx.policy.review.mode)
         return 0
     rule = f"auto review: top-k above min_score {ctx.policy.scoring.min_score} among candidates that passed screening"
-    return ledger_for(ctx.ledger_url).auto_approve(ctx.run_id, rule)
+    approved = ledger_for(ctx.ledger_url).auto_approve(ctx.run_id, rule)
+    log.info("approved %d selected candidates by policy (review.mode auto)", approved)
+    return approved
 
 
 def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]:
@@ -78,6 +84,7 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
         and (not (r.safety or {}).get("flagged") or (r.review or {}).get("override"))
     ]
     if not rows:
+        log.info("finalize: no approved candidate waits to be finalized")
         return []
     unscreened = [r.candidate_id for r in rows if not r.safety]
     if unscreened:  # the state machine already prevents this; a record without a verdict is never signed
@@ -140,6 +147,9 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
         progress.report("finalize", len(done), len(work))
 
     finalize_many(work, policy.finalize.workers, record)
+    log.info(
+        "finalized %d assets (watermarked, signed, validated), %d failed", len(done) - len(failures), len(failures)
+    )
     return failures
 
 
@@ -219,6 +229,7 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
             )
         )
     if not items:
+        log.info("publish: nothing new to publish (%d already published)", len(outcome.already))
         return outcome
     target = open_target(policy.publish, policy.resolved_work_dir())
     results = publish_many(target, items, policy.publish.concurrency)
@@ -232,6 +243,13 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
         else:
             outcome.refused.append(f"{item.asset_id}: {result}")
         progress.report("publish", len(outcome.published) + len(outcome.transient) + len(outcome.refused), len(items))
+    log.info(
+        "published %d assets to %s; %d refused, %d to retry",
+        len(outcome.published),
+        target.describe(),
+        len(outcome.refused),
+        len(outcome.transient),
+    )
     return outcome
 
 

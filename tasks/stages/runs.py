@@ -6,6 +6,7 @@ Prefect's flow (flows/batch.py) only puts these in order; they are usable and te
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -43,6 +44,8 @@ from tasks.stages.score import (
 from tasks.stages.select import rank_and_select
 from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
 from tasks.storage.workdir import candidate_store, ensure_writable, refuse_if_locked
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,13 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     work_dir = policy.resolved_work_dir()
     refuse_if_locked(work_dir, plan.run_id)
     ensure_writable(work_dir)  # last: a refused run leaves no work dir behind
+    log.info(
+        "run %s: %d jobs, %d candidates planned; work dir %s",
+        plan.run_id,
+        len(plan.jobs),
+        plan.candidate_count,
+        work_dir,
+    )
     return RunContext(
         run_id=plan.run_id,
         plan=plan,
@@ -157,6 +167,7 @@ def screen_prompts_stage(ctx: RunContext) -> dict[str, dict[str, Any]]:
     if not ctx.policy.safety.prompts.enabled:
         return {}
     verdicts = screen_prompts([job.prompt for job in ctx.plan.jobs], ctx.policy.safety.prompts)
+    log.info("screened %d prompts: %d blocked", len(verdicts), sum(1 for v in verdicts if v.blocked))
     return {job.job_key: asdict(verdict) for job, verdict in zip(ctx.plan.jobs, verdicts, strict=True)}
 
 
@@ -220,7 +231,13 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
         jobs=jobs,
         candidates=candidates,
     )
-    reuse_generated(ctx)
+    reused = reuse_generated(ctx)
+    log.info(
+        "%s the plan: %d candidates, %d images reused from earlier runs",
+        "resumed" if resumed else "recorded",
+        len(candidates),
+        reused,
+    )
     return resumed
 
 
@@ -309,6 +326,7 @@ def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before:
         images = generate_candidates(loaded, group, ctx.image_dir, ctx.policy.generation.batch_size, advance)
         ledger.record_generated(ctx.run_id, images)
         produced += len(images)
+    log.info("generated %d candidates (%d of %d)", produced, done_before + produced, total)
     return produced
 
 
@@ -341,6 +359,7 @@ def score_pending(ctx: RunContext) -> int:
     scoring = ctx.policy.scoring
     rows = ledger.candidates(ctx.run_id, [CandidateState.GENERATED])
     if not rows:
+        log.info("CLIP scoring: nothing new to score")
         return 0
     scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
     by_prompt: dict[str, list[Any]] = {}
@@ -370,6 +389,7 @@ def score_pending(ctx: RunContext) -> int:
             )
             done += len(batch)
             progress.report("score", done, len(rows))
+    log.info("CLIP-scored %d candidates with %s", done, scoring.clip_model)
     return done
 
 
@@ -380,11 +400,12 @@ def screen_images_stage(ctx: RunContext) -> int:
     ledger = ledger_for(ctx.ledger_url)
     rows = ledger.candidates(ctx.run_id, [CandidateState.SCORED])
     if not rows:
+        log.info("image screening: nothing new to screen")
         return 0
     scoring = ctx.policy.scoring
     scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
     stored = ledger.embeddings(ctx.run_id, scoring.clip_model)
-    done = 0
+    done = flagged = 0
     for start in range(0, len(rows), scoring.batch_size):
         batch = rows[start : start + scoring.batch_size]
         embeddings = np.stack([np.frombuffer(stored[r.candidate_id], dtype=np.float32) for r in batch])
@@ -402,7 +423,9 @@ def screen_images_stage(ctx: RunContext) -> int:
             },
         )
         done += len(batch)
+        flagged += sum(1 for verdict in verdicts if verdict.flagged)
         progress.report("screen", done, len(rows))
+    log.info("screened %d images: %d flagged", done, flagged)
     return done
 
 
@@ -440,6 +463,7 @@ def select_top(ctx: RunContext) -> int:
         selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked, ineligible)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
         selected += len(selection.selected)
+    log.info("selected %d candidates over %d prompts", selected, len(ctx.plan.jobs) - len(blocked))
     return selected
 
 
