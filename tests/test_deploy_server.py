@@ -146,11 +146,20 @@ def test_deployed_batch_then_delivery_complete_with_logs_and_artifacts(server: d
     delivery = _run_deployment(server, "assetmint-delivery/delivery", {"run_id": run_id})
     assert delivery["state_type"] == "COMPLETED", _tail(server["worker_log"])
 
+    # Runs read by run id in the UI and carry the campaign and policy digest as tags.
+    assert batch["name"] == run_id and delivery["name"] == f"deliver-{run_id}"
     for run in (batch, delivery):
+        assert "campaign:e2e" in run["tags"] and any(tag.startswith("policy:") for tag in run["tags"]), run["tags"]
+
+    # The stages' INFO lines reach the server, attached to the runs they happened in.
+    for run, line in ((batch, "CLIP-scored"), (delivery, "published")):
         logs = _api(server, "POST", "/logs/filter", logs={"flow_run_id": {"any_": [run["id"]]}})
-        assert logs, f"no logs reached the server for {run['name']}"
+        assert any(line in log["message"] for log in logs), f"no {line!r} log for {run['name']}"
     artifacts = _api(server, "POST", "/artifacts/filter", artifacts={"flow_run_id": {"any_": [batch["id"]]}})
-    assert {a["type"] for a in artifacts} >= {"table", "markdown"}
+    keys = {a["key"].rsplit("-", 2)[0] for a in artifacts}
+    assert keys >= {"ranking", "summary", "contact-sheet"}, keys
+    ranking = next(a for a in artifacts if a["key"].startswith("ranking-"))
+    assert ranking["data"] and ranking["data"] != "[]", "the ranking table is empty"
 
     # Outputs land in ASSETMINT_WORK_DIR, where a reviewer runs `assetmint review`, never in a temporary clone.
     work = server["root"] / "work"

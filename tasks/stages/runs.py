@@ -80,6 +80,9 @@ class RunSummary:
     image_dir: str
     ledger_url: str
     warnings: list[str]
+    scores: list[float] = field(default_factory=list)  # every CLIP score of the run, for its distribution
+    blocked_prompts: list[str] = field(default_factory=list)  # "label: reason", nothing generated for them
+    flagged_prompts: list[str] = field(default_factory=list)  # "label: n of m flagged" by the image filters
 
 
 @cache
@@ -503,6 +506,19 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
             }
         )
     best.sort(key=lambda b: (b["job_position"], b["rank"]))
+    rows = ledger.candidates(ctx.run_id)
+    jobs = {job.job_key: job for job in ctx.plan.jobs}
+    blocked = [
+        f"{_job_label(jobs[job.job_key])}: {job.screening.get('reason', 'blocked')}"
+        for job in ledger.jobs(ctx.run_id)
+        if job.job_key in jobs and (job.screening or {}).get("blocked")
+    ]
+    flagged = []
+    for job in ctx.plan.jobs:
+        screened = [r for r in rows if r.job_key == job.job_key and r.safety]
+        hits = sum(1 for r in screened if r.safety.get("flagged"))
+        if hits:
+            flagged.append(f"{_job_label(job)}: {hits} of {len(screened)} candidates flagged")
     return RunSummary(
         run_id=ctx.run_id,
         status=status.value,
@@ -513,6 +529,9 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         image_dir=str(ctx.image_dir),
         ledger_url=ctx.ledger_url,
         warnings=list(warnings),
+        scores=[float(r.clip_score) for r in rows if r.clip_score is not None],
+        blocked_prompts=blocked,
+        flagged_prompts=flagged,
     )
 
 
