@@ -130,6 +130,17 @@ def _run_deployment(server: dict[str, Any], name: str, parameters: dict[str, Any
         time.sleep(2)
 
 
+def _log_text(server: dict[str, Any], flow_run_id: str, expected: str, wait_s: float = 60) -> str:
+    """A flow run's log messages, once `expected` is among them: a run's last logs reach the server after its state."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        logs = _api(server, "POST", "/logs/filter", logs={"flow_run_id": {"any_": [flow_run_id]}})
+        text = "\n".join(log["message"] for log in logs)
+        if expected in text or time.monotonic() > deadline:
+            return text
+        time.sleep(2)
+
+
 def test_deployed_batch_then_delivery_complete_with_logs_and_artifacts(server: dict[str, Any]) -> None:
     from tasks.core.manifest import load_plan
 
@@ -153,8 +164,7 @@ def test_deployed_batch_then_delivery_complete_with_logs_and_artifacts(server: d
 
     # The stages' INFO lines reach the server, attached to the runs they happened in.
     for run, line in ((batch, "CLIP-scored"), (delivery, "published")):
-        logs = _api(server, "POST", "/logs/filter", logs={"flow_run_id": {"any_": [run["id"]]}})
-        assert any(line in log["message"] for log in logs), f"no {line!r} log for {run['name']}"
+        assert line in _log_text(server, run["id"], line), f"no {line!r} log for {run['name']}"
     artifacts = _api(server, "POST", "/artifacts/filter", artifacts={"flow_run_id": {"any_": [batch["id"]]}})
     keys = {a["key"].rsplit("-", 2)[0] for a in artifacts}
     assert keys >= {"ranking", "summary", "contact-sheet"}, keys
