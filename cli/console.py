@@ -28,7 +28,9 @@ def quiet_environment(verbose: bool) -> None:
     # environment variable this outranks a Prefect profile or prefect.toml: users change it in the environment.
     os.environ.setdefault(STARTUP_TIMEOUT_SETTING, str(DEFAULT_STARTUP_TIMEOUT_S))
     if not verbose:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
+        # Runs still log at INFO to the Prefect API (flow and task runs, the stages' lines); only Prefect's console
+        # handler, which also serves the root logger, is held back so the terminal shows AssetMint's own output.
+        os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
         os.environ.setdefault("PREFECT_LOGGING_SERVER_LEVEL", "CRITICAL")
         import warnings
 

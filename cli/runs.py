@@ -125,7 +125,7 @@ def _print_summary(console: Any, summary: Any) -> None:
         )
     console.print(table)
     console.print(f"Images: {summary.image_dir}", soft_wrap=True)
-    if any(best["state"] == "finalized" for best in summary.best):
+    if any(best["state"] in ("finalized", "published") for best in summary.best):
         console.print(f"Finalized (watermarked, signed): {summary.run_dir}/final", soft_wrap=True)
     console.print(f"Ledger: {summary.ledger_url}", soft_wrap=True)
     if summary.status == "pending_review" or summary.counts.get("selected"):
@@ -462,8 +462,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0 if result.matches else 1
 
 
+def _deliverable(run_id: str, policy_path: str | None) -> Any:
+    """The policy a delivery of the run would use; the run's existence and lock checked without starting Prefect."""
+    from tasks.stages.delivery import policy_for_run
+    from tasks.storage.workdir import refuse_if_locked
+
+    policy, _ledger_url = policy_for_run(run_id, optional_path(policy_path))
+    refuse_if_locked(policy.resolved_work_dir(), run_id)
+    return policy
+
+
 def cmd_finalize(args: argparse.Namespace) -> int:
     """Finalize a run's approved candidates (after review) with a progress display."""
+    _deliverable(args.run_id, args.policy)
     from flows.delivery import delivery_flow
 
     console = make_console()
@@ -480,18 +491,29 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
 def cmd_publish(args: argparse.Namespace) -> int:
     """Publish a run's finalized assets (create-only) and print where each went."""
+    from tasks.stages.delivery import PublishOutcome, target_root
+
+    policy = _deliverable(args.run_id, args.policy)
     from flows.delivery import delivery_flow
-    from tasks.stages.delivery import PublishOutcome
 
     console = make_console()
+    console.print(f"target: {escape(target_root(policy))}", soft_wrap=True)
     announce_prefect_start()
     with stage_bars(console, rate=False):
         outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
-    for receipt in outcome.published:
+    already = 0
+    for receipt in outcome.already + outcome.published:
         where = f"s3://{receipt['bucket']}/{receipt['key']}" if receipt["bucket"] else receipt["key"]
-        note = " (already published)" if receipt["already_published"] else ""
-        console.print(f"published {escape(where)}{note}", soft_wrap=True)
+        if receipt["already_published"]:  # earlier by this ledger, or found in the store with the same bytes
+            already += 1
+            console.print(f"already published {escape(where)}", soft_wrap=True)
+        else:
+            console.print(f"published {escape(where)}", soft_wrap=True)
     for reason in outcome.refused:
         console.print(f"[red]not published:[/red] {escape(reason)}", soft_wrap=True)
-    console.print(f"{len(outcome.published)} published, {len(outcome.refused)} not published", soft_wrap=True)
+    console.print(
+        f"{len(outcome.already) + len(outcome.published) - already} published, {already} already published, "
+        f"{len(outcome.refused)} not published",
+        soft_wrap=True,
+    )
     return 1 if outcome.refused else 0

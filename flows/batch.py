@@ -9,8 +9,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
+from flows.labels import label_flow_run, run_tags
 from tasks.core.states import RunStatus
-from tasks.stages import delivery, runs
+from tasks.stages import delivery, report, runs
 from tasks.stages.runs import RunContext, RunSummary
 from tasks.storage.workdir import run_lock
 
@@ -27,7 +28,7 @@ approve_task = task(delivery.approve_by_policy, name="review-by-policy", cache_p
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
 def publish_artifacts(summary: RunSummary) -> None:
-    """Post the per-prompt ranking as a table artifact and a markdown summary of the run."""
+    """Post the ranking table, the contact sheet, the score distribution and the run summary as artifacts."""
     key = "".join(c if c.isalnum() else "-" for c in summary.run_id.lower())
     create_table_artifact(
         key=f"ranking-{key}",
@@ -38,13 +39,29 @@ def publish_artifacts(summary: RunSummary) -> None:
                 "rank": b["rank"],
                 "clip_score": round(b["clip_score"] or 0.0, 4),
                 "seed": b["seed"],
+                "state": b["state"],
                 "candidate": b["candidate_id"],
             }
             for b in summary.best
         ],
         description=f"Selected candidates of run {summary.run_id}, best first per prompt.",
     )
+    sheet = report.contact_sheet(
+        [Path(str(b["image_path"])) for b in summary.best],
+        [f"{b['prompt_id']} #{b['rank']} {b['clip_score'] or 0:.1f}" for b in summary.best],
+    )
+    if sheet is not None:
+        # Embedded, because the Prefect UI cannot open the worker's files; a copy stays in the run folder.
+        Path(summary.run_dir).mkdir(parents=True, exist_ok=True)
+        (Path(summary.run_dir) / "contact-sheet.jpg").write_bytes(sheet)
+        create_markdown_artifact(
+            key=f"contact-sheet-{key}",
+            markdown=f"# Selection of {summary.run_id}\n\n![contact sheet]({report.data_uri(sheet)})\n\n"
+            f"Also in `{summary.run_dir}/contact-sheet.jpg`.",
+            description="Contact sheet of the selected candidates",
+        )
     counts = ", ".join(f"{state}: {n}" for state, n in sorted(summary.counts.items()))
+    review = f"ASSETMINT_WORK_DIR={Path(summary.run_dir).parent.parent} assetmint review {summary.run_id}"
     lines = [
         f"# Run {summary.run_id}",
         "",
@@ -54,14 +71,20 @@ def publish_artifacts(summary: RunSummary) -> None:
         f"Images: `{summary.image_dir}`",
         f"Run folder: `{summary.run_dir}`",
         f"Ledger: `{summary.ledger_url}`",
+        "",
+        "## Review",
+        f"`{review}` serves the contact sheet to approve or reject candidates.",
     ]
     if summary.status == RunStatus.PENDING_REVIEW:
         lines += [
-            "",
-            "## Review",
-            f"Selected candidates wait for a reviewer: run `assetmint review {summary.run_id}`, "
-            f"approve or reject, then finalize from the page or with `assetmint finalize {summary.run_id}`.",
+            f"Selected candidates wait for a reviewer: approve or reject, then finalize from the page or with "
+            f"`assetmint finalize {summary.run_id}`.",
         ]
+    lines += ["", "## CLIP score distribution", "", "```", report.score_histogram(summary.scores), "```"]
+    if summary.blocked_prompts:
+        lines += ["", "## Blocked prompts (nothing generated)", *(f"- {p}" for p in summary.blocked_prompts)]
+    if summary.flagged_prompts:
+        lines += ["", "## Flagged by the image filters", *(f"- {p}" for p in summary.flagged_prompts)]
     if summary.warnings:
         lines += ["", "## Warnings", *(f"- {w}" for w in summary.warnings)]
     create_markdown_artifact(key=f"summary-{key}", markdown="\n".join(lines), description="Run summary")
@@ -71,6 +94,8 @@ def publish_artifacts(summary: RunSummary) -> None:
 def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
     """Generate, score, select and finalize every candidate a manifest plans; resumes where a run stopped."""
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
+    # The run id is `{campaign}-{digest of the pixel-making content}`: it already names the campaign.
+    label_flow_run(ctx.run_id, run_tags(ctx.plan.campaign_id, ctx.policy))
     with run_lock(ctx.work_dir, ctx.run_id):
         prompt_verdicts = screen_prompts_task(ctx)
         start_task(ctx, prompt_verdicts)

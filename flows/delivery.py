@@ -17,13 +17,15 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from policies.model import Policy, load_policy
+from flows.labels import label_flow_run, run_tags, send_stage_logs_to_prefect
+from policies.model import Policy
 from tasks.core.errors import AssetMintError, RunLockedError
 from tasks.stages import delivery, runs
 from tasks.stages.delivery import DeliveryResult, PublishOutcome
 from tasks.storage.publish import PublishTargetError
 from tasks.storage.workdir import run_lock
 
+send_stage_logs_to_prefect()
 finalize_task = task(delivery.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
 record_task = task(delivery.record_delivery, name="record-delivery", cache_policy=NO_CACHE)
 
@@ -54,12 +56,7 @@ def publish_task(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome
 
 def policy_for_run(run_id: str, policy_path: str | None) -> tuple[Policy, str]:
     """The given policy, or else the one recorded with the run; with the ledger URL to use."""
-    if policy_path:
-        policy = load_policy(Path(policy_path))
-        return policy, policy.ledger_url()
-    default = load_policy()
-    recorded = runs.ledger_for(default.ledger_url()).run(run_id).policy
-    return Policy.model_validate(recorded), default.ledger_url()
+    return delivery.policy_for_run(run_id, Path(policy_path) if policy_path else None)
 
 
 def deliver(
@@ -89,7 +86,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-@flow(name="assetmint-delivery", log_prints=False, validate_parameters=False)
+@flow(name="assetmint-delivery", flow_run_name="deliver-{run_id}", log_prints=False, validate_parameters=False)
 def delivery_flow(
     run_id: str,
     policy: str | None = None,
@@ -99,6 +96,7 @@ def delivery_flow(
 ) -> DeliveryResult:
     """Finalize a run's approved candidates and publish its finalized assets; records the attempt in the ledger."""
     loaded, ledger_url = policy_for_run(run_id, policy)
+    label_flow_run(f"deliver-{run_id}", run_tags(runs.ledger_for(ledger_url).run(run_id).campaign_id, loaded))
     with run_lock(loaded.resolved_work_dir(), run_id):  # one writer of a run's final files at a time
         started = {
             "attempt": attempt,

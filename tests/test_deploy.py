@@ -39,3 +39,36 @@ def test_delivery_deployments_share_one_flow_and_required_parameters_are_typed()
         for required in schema.get("required", []):
             spec = schema["properties"][required]
             assert "type" in spec or "anyOf" in spec or "$ref" in spec or "allOf" in spec, f"{entrypoint}: {required}"
+
+
+def test_deployment_parameters_pass_the_schema_the_server_enforces() -> None:
+    from prefect._internal.schemas.validators import validate_values_conform_to_schema
+    from prefect.utilities.callables import parameter_schema
+
+    config = yaml.safe_load((REPO / "deploy/prefect.yaml").read_text())
+    for deployment in config["deployments"]:
+        path, _, name = deployment["entrypoint"].partition(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        schema = parameter_schema(flow.fn).model_dump_for_openapi()
+        # What the server checks on `prefect deploy` (required ones come per run): `run_id: null` got a 422.
+        validate_values_conform_to_schema(deployment.get("parameters", {}), schema, ignore_required=True)
+
+
+def test_schedules_that_need_the_users_resources_ship_inactive() -> None:
+    config = yaml.safe_load((REPO / "deploy/prefect.yaml").read_text())
+    for deployment in config["deployments"]:
+        for schedule in deployment.get("schedules") or []:
+            assert schedule.get("active") is False, f"{deployment['name']}: a fresh set-up lacks what it needs"
+
+
+def test_every_deployment_gets_the_code_location_and_the_work_dir() -> None:
+    config = yaml.safe_load((REPO / "deploy/prefect.yaml").read_text())
+    assert config["pull"] == [
+        {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $ASSETMINT_HOME }}"}}
+    ]
+    readme = (REPO / "README.md").read_text()
+    for deployment in config["deployments"]:
+        env = deployment["work_pool"]["job_variables"]["env"]
+        for variable in ("ASSETMINT_HOME", "ASSETMINT_WORK_DIR"):
+            assert env[variable] == f"{{{{ ${variable} }}}}", deployment["name"]
+            assert variable in readme, f"README does not say what {variable} is"

@@ -28,6 +28,9 @@ def test_auto_publish_to_the_local_folder_target(tmp_path: Path, capsys: pytest.
     ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     assert ledger.state_counts(run_id) == {"published": 2, "not_selected": 2}
+    out = capsys.readouterr().out
+    for asset in ledger.assets(run_id):  # published candidates stay in the "Best candidates" table
+        assert asset.candidate_id[:12] in out
     for asset in ledger.assets(run_id):
         receipt = asset.published
         published = tmp_path / "work" / "published" / receipt["key"]
@@ -38,7 +41,9 @@ def test_auto_publish_to_the_local_folder_target(tmp_path: Path, capsys: pytest.
         assert "a ceramic mug" not in json.dumps(sidecar) and str(tmp_path) not in json.dumps(sidecar)
     capsys.readouterr()
     assert main(["publish", run_id, "--policy", str(policy)]) == 0  # nothing left to publish; nothing duplicated
-    assert "0 published, 0 not published" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 published, 2 already published, 0 not published" in out
+    assert f"target: {tmp_path / 'work' / 'published'}" in out
     assert main(["verify", str(tmp_path / "work" / "published" / ledger.assets(run_id)[0].published["key"])]) == 0
 
 
@@ -73,7 +78,7 @@ def test_publish_to_real_s3_matches_the_ledger(tmp_path: Path, capsys: pytest.Ca
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     run_id = work_ledger(tmp_path).runs()[0].run_id
     assert main(["publish", run_id, "--policy", str(policy)]) == 0
-    assert "2 published, 0 not published" in capsys.readouterr().out
+    assert "2 published, 0 already published, 0 not published" in capsys.readouterr().out
     s3 = boto3.client("s3")
     try:
         listed = {o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix)["Contents"]}

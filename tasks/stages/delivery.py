@@ -6,24 +6,63 @@ Plain functions over the ledger; the Prefect flows (flows/batch.py, flows/delive
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from policies.model import Policy
+from policies.model import Policy, load_policy
 from tasks.core import progress
 from tasks.core.errors import LedgerError
 from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
 
+log = logging.getLogger(__name__)
+
+
+def policy_for_run(run_id: str, policy_path: Path | None) -> tuple[Policy, str]:
+    """The given policy, or else the one recorded with the run, and the ledger URL; LedgerError for an unknown run."""
+    given = load_policy(policy_path)
+    url = given.ledger_url()
+    missing = _missing_ledger_file(url)
+    if missing is not None:  # opening would create an empty ledger (and its folder) only to say the run is not there
+        raise LedgerError(f"no run {run_id!r}: there is no ledger at {missing} yet; `assetmint runs` lists the runs.")
+    run = ledger_for(url).run(run_id)
+    return (given if policy_path else Policy.model_validate(run.policy)), url
+
+
+def _missing_ledger_file(url: str) -> Path | None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # an invalid URL is reported by Ledger.open, in its own words
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database)
+    return None if path.exists() else path
+
+
+def target_root(policy: Policy) -> str:
+    """Where the policy publishes: s3://bucket/prefix or the target folder."""
+    location = policy.publish.location
+    if location.kind == "s3":
+        return f"s3://{location.bucket}/{location.prefix}".rstrip("/")
+    return str(location.folder_path(policy.resolved_work_dir()))
+
 
 def approve_by_policy(ctx: RunContext) -> int:
     """In auto review mode, approve what selection chose; in manual mode approve nothing (a reviewer decides)."""
     if ctx.policy.review.mode != "auto":
+        log.info("review.mode %s: a reviewer approves or rejects the selected candidates", ctx.policy.review.mode)
         return 0
     rule = f"auto review: top-k above min_score {ctx.policy.scoring.min_score} among candidates that passed screening"
-    return ledger_for(ctx.ledger_url).auto_approve(ctx.run_id, rule)
+    approved = ledger_for(ctx.ledger_url).auto_approve(ctx.run_id, rule)
+    log.info("approved %d selected candidates by policy (review.mode auto)", approved)
+    return approved
 
 
 def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]:
@@ -45,6 +84,7 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
         and (not (r.safety or {}).get("flagged") or (r.review or {}).get("override"))
     ]
     if not rows:
+        log.info("finalize: no approved candidate waits to be finalized")
         return []
     unscreened = [r.candidate_id for r in rows if not r.safety]
     if unscreened:  # the state machine already prevents this; a record without a verdict is never signed
@@ -107,6 +147,9 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
         progress.report("finalize", len(done), len(work))
 
     finalize_many(work, policy.finalize.workers, record)
+    log.info(
+        "finalized %d assets (watermarked, signed, validated), %d failed", len(done) - len(failures), len(failures)
+    )
     return failures
 
 
@@ -153,6 +196,9 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
     outcome = PublishOutcome()
     items: list[PublishItem] = []
     for asset in ledger.assets(run_id):
+        if asset.published:
+            outcome.already.append({**asset.published, "already_published": True})
+            continue
         row = candidates.get(asset.candidate_id)
         if row is None or asset.final_path is None or asset.final_sha256 is None:
             continue
@@ -183,6 +229,7 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
             )
         )
     if not items:
+        log.info("publish: nothing new to publish (%d already published)", len(outcome.already))
         return outcome
     target = open_target(policy.publish, policy.resolved_work_dir())
     results = publish_many(target, items, policy.publish.concurrency)
@@ -196,6 +243,13 @@ def publish_finalized(ledger_url: str, run_id: str, policy: Policy) -> PublishOu
         else:
             outcome.refused.append(f"{item.asset_id}: {result}")
         progress.report("publish", len(outcome.published) + len(outcome.transient) + len(outcome.refused), len(items))
+    log.info(
+        "published %d assets to %s; %d refused, %d to retry",
+        len(outcome.published),
+        target.describe(),
+        len(outcome.refused),
+        len(outcome.transient),
+    )
     return outcome
 
 
@@ -204,6 +258,7 @@ class PublishOutcome:
     """Receipts of what was published, and why the rest was not (transient errors may clear on retry)."""
 
     published: list[dict[str, Any]] = field(default_factory=list)
+    already: list[dict[str, Any]] = field(default_factory=list)  # the ledger's receipts from earlier publishes
     transient: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
 

@@ -6,6 +6,7 @@ Prefect's flow (flows/batch.py) only puts these in order; they are usable and te
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -42,7 +43,9 @@ from tasks.stages.score import (
 )
 from tasks.stages.select import rank_and_select
 from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
-from tasks.storage.workdir import candidate_store, ensure_writable
+from tasks.storage.workdir import candidate_store, ensure_writable, refuse_if_locked
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class RunSummary:
     image_dir: str
     ledger_url: str
     warnings: list[str]
+    scores: list[float] = field(default_factory=list)  # every CLIP score of the run, for its distribution
+    blocked_prompts: list[str] = field(default_factory=list)  # "label: reason", nothing generated for them
+    flagged_prompts: list[str] = field(default_factory=list)  # "label: n of m flagged" by the image filters
 
 
 @cache
@@ -86,15 +92,24 @@ def ledger_for(url: str) -> Ledger:
 
 
 def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
-    """Load and check manifest and policy and resolve models, touching nothing on disk but the work dir check."""
+    """Load and check manifest, policy, models and the run's lock; creates the work dir only once all of that passed."""
     policy = load_policy(policy_path)
     plan = load_plan(manifest_path)
     check_plan(plan, policy)
-    work_dir = ensure_writable(policy.resolved_work_dir())
     if policy.finalize.enabled:
         check_signer(policy)
     models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
     resolve_clip(policy.scoring.clip_model)
+    work_dir = policy.resolved_work_dir()
+    refuse_if_locked(work_dir, plan.run_id)
+    ensure_writable(work_dir)  # last: a refused run leaves no work dir behind
+    log.info(
+        "run %s: %d jobs, %d candidates planned; work dir %s",
+        plan.run_id,
+        len(plan.jobs),
+        plan.candidate_count,
+        work_dir,
+    )
     return RunContext(
         run_id=plan.run_id,
         plan=plan,
@@ -155,6 +170,7 @@ def screen_prompts_stage(ctx: RunContext) -> dict[str, dict[str, Any]]:
     if not ctx.policy.safety.prompts.enabled:
         return {}
     verdicts = screen_prompts([job.prompt for job in ctx.plan.jobs], ctx.policy.safety.prompts)
+    log.info("screened %d prompts: %d blocked", len(verdicts), sum(1 for v in verdicts if v.blocked))
     return {job.job_key: asdict(verdict) for job, verdict in zip(ctx.plan.jobs, verdicts, strict=True)}
 
 
@@ -218,7 +234,13 @@ def start_run(ctx: RunContext, prompt_verdicts: dict[str, dict[str, Any]] | None
         jobs=jobs,
         candidates=candidates,
     )
-    reuse_generated(ctx)
+    reused = reuse_generated(ctx)
+    log.info(
+        "%s the plan: %d candidates, %d images reused from earlier runs",
+        "resumed" if resumed else "recorded",
+        len(candidates),
+        reused,
+    )
     return resumed
 
 
@@ -307,6 +329,7 @@ def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before:
         images = generate_candidates(loaded, group, ctx.image_dir, ctx.policy.generation.batch_size, advance)
         ledger.record_generated(ctx.run_id, images)
         produced += len(images)
+    log.info("generated %d candidates (%d of %d)", produced, done_before + produced, total)
     return produced
 
 
@@ -339,6 +362,7 @@ def score_pending(ctx: RunContext) -> int:
     scoring = ctx.policy.scoring
     rows = ledger.candidates(ctx.run_id, [CandidateState.GENERATED])
     if not rows:
+        log.info("CLIP scoring: nothing new to score")
         return 0
     scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
     by_prompt: dict[str, list[Any]] = {}
@@ -368,6 +392,7 @@ def score_pending(ctx: RunContext) -> int:
             )
             done += len(batch)
             progress.report("score", done, len(rows))
+    log.info("CLIP-scored %d candidates with %s", done, scoring.clip_model)
     return done
 
 
@@ -378,11 +403,12 @@ def screen_images_stage(ctx: RunContext) -> int:
     ledger = ledger_for(ctx.ledger_url)
     rows = ledger.candidates(ctx.run_id, [CandidateState.SCORED])
     if not rows:
+        log.info("image screening: nothing new to screen")
         return 0
     scoring = ctx.policy.scoring
     scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
     stored = ledger.embeddings(ctx.run_id, scoring.clip_model)
-    done = 0
+    done = flagged = 0
     for start in range(0, len(rows), scoring.batch_size):
         batch = rows[start : start + scoring.batch_size]
         embeddings = np.stack([np.frombuffer(stored[r.candidate_id], dtype=np.float32) for r in batch])
@@ -400,7 +426,9 @@ def screen_images_stage(ctx: RunContext) -> int:
             },
         )
         done += len(batch)
+        flagged += sum(1 for verdict in verdicts if verdict.flagged)
         progress.report("screen", done, len(rows))
+    log.info("screened %d images: %d flagged", done, flagged)
     return done
 
 
@@ -438,6 +466,7 @@ def select_top(ctx: RunContext) -> int:
         selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked, ineligible)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
         selected += len(selection.selected)
+    log.info("selected %d candidates over %d prompts", selected, len(ctx.plan.jobs) - len(blocked))
     return selected
 
 
@@ -458,6 +487,7 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         CandidateState.APPROVED,
         CandidateState.FINALIZED,
         CandidateState.FINALIZE_FAILED,
+        CandidateState.PUBLISHED,
     ]
     for row in ledger.candidates(ctx.run_id, chosen):
         job = next(j for j in ctx.plan.jobs if j.job_key == row.job_key)
@@ -476,6 +506,19 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
             }
         )
     best.sort(key=lambda b: (b["job_position"], b["rank"]))
+    rows = ledger.candidates(ctx.run_id)
+    jobs = {job.job_key: job for job in ctx.plan.jobs}
+    blocked = [
+        f"{_job_label(jobs[job.job_key])}: {job.screening.get('reason', 'blocked')}"
+        for job in ledger.jobs(ctx.run_id)
+        if job.job_key in jobs and (job.screening or {}).get("blocked")
+    ]
+    flagged = []
+    for job in ctx.plan.jobs:
+        screened = [r for r in rows if r.job_key == job.job_key and r.safety]
+        hits = sum(1 for r in screened if r.safety.get("flagged"))
+        if hits:
+            flagged.append(f"{_job_label(job)}: {hits} of {len(screened)} candidates flagged")
     return RunSummary(
         run_id=ctx.run_id,
         status=status.value,
@@ -486,6 +529,9 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         image_dir=str(ctx.image_dir),
         ledger_url=ctx.ledger_url,
         warnings=list(warnings),
+        scores=[float(r.clip_score) for r in rows if r.clip_score is not None],
+        blocked_prompts=blocked,
+        flagged_prompts=flagged,
     )
 
 

@@ -54,10 +54,7 @@ def run_lock(work_dir: Path, run_id: str) -> Iterator[None]:
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.EACCES):
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
-                raise RunLockedError(
-                    f"run {run_id} is already running ({holder}); wait for it to finish or stop it first."
-                ) from None
+                raise _locked(run_id, handle.read().strip() or "another process") from None
             raise
         handle.seek(0)
         handle.truncate()
@@ -66,6 +63,17 @@ def run_lock(work_dir: Path, run_id: str) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _locked(run_id: str, holder: str) -> RunLockedError:
+    return RunLockedError(f"run {run_id} is already running ({holder}); wait for it to finish or stop it first.")
+
+
+def refuse_if_locked(work_dir: Path, run_id: str) -> None:
+    """RunLockedError now when another process holds the run's lock; creates nothing."""
+    holder = lock_holder(work_dir, run_id)
+    if holder is not None:
+        raise _locked(run_id, holder)
 
 
 def lock_holder(work_dir: Path, run_id: str) -> str | None:
