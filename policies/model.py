@@ -130,7 +130,13 @@ class Policy(BaseModel):
 
     def resolved_work_dir(self) -> Path:
         """The work directory as an absolute path (environment override applied)."""
-        return Path(os.environ.get("ASSETMINT_WORK_DIR") or self.work_dir).expanduser().resolve()
+        override = os.environ.get("ASSETMINT_WORK_DIR", "")
+        if "{{" in override:  # a deployment made without the variable set carries Prefect's template text
+            raise PolicyError(
+                f"ASSETMINT_WORK_DIR is {override!r}, a template that was never filled in: set ASSETMINT_WORK_DIR "
+                "(and ASSETMINT_HOME) before `prefect deploy`, then deploy again."
+            )
+        return Path(override or self.work_dir).expanduser().resolve()
 
     def ledger_url(self) -> str:
         """The ledger URL with '{work_dir}' filled in."""

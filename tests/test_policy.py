@@ -102,3 +102,9 @@ def test_validate_warns_when_images_are_too_small_to_watermark(
     default = str(REPO / "policies" / "default.yaml")
     assert main(["validate", str(manifest), "--policy", default]) == 0  # the default policy upscales small images
     assert "cannot be finalized" not in capsys.readouterr().err
+
+
+def test_an_unfilled_deployment_template_for_the_work_dir_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASSETMINT_WORK_DIR", "{{ $ASSETMINT_WORK_DIR }}")
+    with pytest.raises(PolicyError, match="never filled in: set ASSETMINT_WORK_DIR"):
+        load_policy().resolved_work_dir()
