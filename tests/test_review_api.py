@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import os
 import re
 import shutil
 import sqlite3
@@ -19,6 +22,7 @@ from cli.main import main
 from cli.review import start_delivery
 from conftest import REPO, write
 from policies.model import Policy, load_policy
+from tasks.core.states import CandidateState, can_transition
 from tasks.stages.delivery import last_delivery
 from tasks.storage.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
 from tasks.storage.workdir import run_lock
@@ -248,7 +252,7 @@ def test_runs_list_and_contact_sheet_in_score_order(
         positions = [page.index(f'id="c-{cid}"') for cid in got]
         assert positions == sorted(positions)  # the HTML shows them best first too
     pending = client.get(f"/api/runs/{run_id}/candidates?show=pending").json()
-    assert sum(len(g["candidates"]) for g in pending["groups"]) == 6
+    assert sum(len(g["candidates"]) for g in pending["groups"]) == 2  # selected and awaiting a decision
     assert client.get(f"/api/runs/{run_id}/candidates?show=flagged").json()["groups"] == []
     assert client.get(f"/runs/{run_id}?show=bogus").status_code == 400
     assert client.get("/runs/no-such-run").status_code == 404
@@ -619,3 +623,133 @@ def test_review_command_is_registered_with_its_options() -> None:
     finally:
         sock.close()
     assert review_url("::1", 80, "t", None) == "http://[::1]:80/?token=t"
+
+
+def test_pending_means_selected_and_awaiting_a_decision(client: TestClient, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = client.app.state.ledger
+    selected = [r.candidate_id for r in ledger.candidates(run_id) if r.state == "selected"]
+    assert len(selected) == 2  # keep_top_k 1 of 2 prompts; the other 4 are not_selected and wait for no one
+    pending = client.get(f"/api/runs/{run_id}/candidates?show=pending").json()
+    assert sorted(c["candidate_id"] for g in pending["groups"] for c in g["candidates"]) == sorted(selected)
+    page = client.get(f"/runs/{run_id}").text
+    assert 'data-filter="pending">pending (<span data-role="filter-count">2</span>)' in page
+    client.post(
+        f"/runs/{run_id}/candidates/{selected[0]}/decision", json={"decision": "reject"}, headers={"X-CSRF-Token": csrf}
+    )
+    live = client.get(f"/api/runs/{run_id}/summary").json()
+    assert live["filters"]["pending"] == 1 and live["states"][selected[0]] == "rejected"
+
+
+def test_undo_returns_the_candidate_through_a_new_ledger_entry(client: TestClient, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = client.app.state.ledger
+    rows = ledger.candidates(run_id)
+    chosen = next(r for r in rows if r.state == "selected").candidate_id
+    other = next(r for r in rows if r.state == "not_selected").candidate_id
+    headers = {"X-CSRF-Token": csrf}
+    decide = f"/runs/{run_id}/candidates/{chosen}/decision"
+    undo = f"/runs/{run_id}/candidates/{chosen}/undo"
+
+    assert client.post(undo, json={}, headers=headers).status_code == 409  # nothing decided yet
+    client.post(decide, json={"decision": "reject", "comment": "soft"}, headers=headers)
+    client.post(decide, json={"decision": "approve", "comment": "on second look"}, headers=headers)
+    before = ledger.history(run_id, chosen)
+    assert client.post(undo, json={}).status_code == 403  # CSRF applies to undo too
+    back = client.post(undo, json={}, headers=headers)
+    assert back.status_code == 200 and back.json()["state"] == "rejected"
+    assert back.json()["review"]["comment"] == "soft"  # the earlier decision is the current one again
+    after = ledger.history(run_id, chosen)
+    assert [h.id for h in after[: len(before)]] == [h.id for h in before]  # append-only
+    assert after[-1].from_state == "approved" and after[-1].to_state == "rejected"
+    assert after[-1].detail["decision"] == "undone" and after[-1].detail["by"] == "alice"
+    assert client.post(undo, json={}, headers=headers).json()["state"] == "selected"
+    assert next(r for r in ledger.candidates(run_id) if r.candidate_id == chosen).review is None
+
+    client.post(f"/runs/{run_id}/candidates/{other}/decision", json={"decision": "approve"}, headers=headers)
+    form = client.post(
+        f"/runs/{run_id}/candidates/{other}/undo", data={"csrf_token": csrf, "show": "all"}, follow_redirects=False
+    )
+    assert form.status_code == 303 and form.headers["location"] == f"/runs/{run_id}?show=all#c-{other}"
+    assert next(r for r in ledger.candidates(run_id) if r.candidate_id == other).state == "not_selected"
+
+
+def test_run_status_follows_the_decisions(client: TestClient, produced: dict[str, Any]) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = client.app.state.ledger
+    assert ledger.run(run_id).status == "pending_review"
+    selected = [r.candidate_id for r in ledger.candidates(run_id) if r.state == "selected"]
+    headers = {"X-CSRF-Token": csrf}
+    client.post(f"/runs/{run_id}/candidates/{selected[0]}/decision", json={"decision": "approve"}, headers=headers)
+    assert ledger.run(run_id).status == "pending_review"
+    last = client.post(
+        f"/runs/{run_id}/candidates/{selected[1]}/decision", json={"decision": "reject"}, headers=headers
+    )
+    assert last.json()["summary"]["status"] == "completed" == ledger.run(run_id).status
+    assert ledger.history(run_id)[-1].to_state == "completed"  # recorded with the run's history
+    client.post(f"/runs/{run_id}/candidates/{selected[1]}/undo", json={}, headers=headers)
+    assert ledger.run(run_id).status == "pending_review"
+    assert "pending_review" in client.get(f"/runs/{run_id}").text
+
+
+def test_decisions_export_as_csv_and_json(client: TestClient, produced: dict[str, Any]) -> None:
+    run_id = produced["run_id"]
+    assert client.get(f"/runs/{run_id}/decisions.csv").status_code == 401
+    assert client.get(f"/runs/{run_id}/decisions.json").status_code == 401
+    csrf = login(client)
+    ledger = client.app.state.ledger
+    first, second = by_score(ledger.candidates(run_id))[:2]
+    headers = {"X-CSRF-Token": csrf}
+    client.post(
+        f"/runs/{run_id}/candidates/{first}/decision",
+        json={"decision": "approve", "comment": '=HYPERLINK("http://evil.test")'},
+        headers=headers,
+    )
+    client.post(f"/runs/{run_id}/candidates/{second}/decision", json={"decision": "reject"}, headers=headers)
+    exported = client.get(f"/runs/{run_id}/decisions.csv")
+    assert exported.status_code == 200 and exported.headers["content-type"].startswith("text/csv")
+    assert "attachment" in exported.headers["content-disposition"]
+    table = list(csv.DictReader(io.StringIO(exported.text)))
+    columns = "candidate,prompt_id,variant,seed,rank,score,state,decision,reviewer,time,comment,override_reason"
+    assert exported.text.splitlines()[0] == columns
+    assert [r["candidate"] for r in table] == [first, second]
+    row = {r.candidate_id: r for r in ledger.candidates(run_id)}[first]
+    assert table[0]["prompt_id"] == "hero" and table[0]["seed"] == str(row.seed) and table[0]["rank"] == "1"
+    assert table[0]["decision"] == "approved" and table[0]["reviewer"] == "alice" and table[0]["time"]
+    assert table[0]["comment"] == '\'=HYPERLINK("http://evil.test")'  # no formula runs in a spreadsheet
+    assert table[1]["decision"] == "rejected" and table[1]["state"] == "rejected"
+    data = client.get(f"/runs/{run_id}/decisions.json").json()
+    assert data["columns"] == columns.split(",") and [d["candidate"] for d in data["decisions"]] == [first, second]
+    assert data["decisions"][0]["comment"] == '=HYPERLINK("http://evil.test")' and data["decisions"][0]["score"]
+
+
+def test_the_run_page_names_the_publish_target_and_offers_only_live_actions(
+    client: TestClient, produced: dict[str, Any]
+) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    ledger = client.app.state.ledger
+    first = by_score(ledger.candidates(run_id))[0]
+    client.post(
+        f"/runs/{run_id}/candidates/{first}/decision", json={"decision": "approve"}, headers={"X-CSRF-Token": csrf}
+    )
+    page = client.get(f"/runs/{run_id}").text
+    target = str(Path(os.environ["ASSETMINT_WORK_DIR"]).resolve() / "published")  # the policy's '{work_dir}/published'
+    assert f'data-target="{target}"' in page and f'<code data-role="target">{target}</code>' in page
+    card = page[page.index(f'id="c-{first}"') :]
+    card = card[: card.index("</ol>")]  # the first card of its prompt: the rest of its sheet is undecided
+    assert card.count('class="decide"') == 2 and f"/candidates/{first}/undo" in card  # decided: only an undo
+    assert card.index(f"/candidates/{first}/undo") < card.index('class="decide"')
+    assert 'data-keep-top-k="1" data-approved="1"' in page
+    assert '<div class="banners"></div>' in page  # where a session-wide notice goes
+
+
+def test_undo_transitions_are_allowed_only_back_to_an_undecided_state() -> None:
+    for decided in (CandidateState.APPROVED, CandidateState.REJECTED):
+        for earlier in (CandidateState.SELECTED, CandidateState.NOT_SELECTED, CandidateState.SCREENED_FLAGGED):
+            assert can_transition(decided, earlier)
+    for later in (CandidateState.FINALIZED, CandidateState.PUBLISHED):
+        assert not can_transition(later, CandidateState.SELECTED)

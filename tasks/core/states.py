@@ -45,10 +45,25 @@ ALLOWED_TRANSITIONS: dict[CandidateState, frozenset[CandidateState]] = {
     CandidateState.NOT_SELECTED: frozenset({CandidateState.SELECTED, CandidateState.APPROVED, CandidateState.REJECTED}),
     # Approving a flagged candidate is an override: the ledger only allows it with a reason, when policy permits.
     CandidateState.SCREENED_FLAGGED: frozenset({CandidateState.APPROVED, CandidateState.REJECTED}),
+    # A reviewer's undo returns a decided candidate to the state it was decided from (recorded as a new entry).
     CandidateState.APPROVED: frozenset(
-        {CandidateState.REJECTED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED}
+        {
+            CandidateState.REJECTED,
+            CandidateState.FINALIZED,
+            CandidateState.FINALIZE_FAILED,
+            CandidateState.SELECTED,
+            CandidateState.NOT_SELECTED,
+            CandidateState.SCREENED_FLAGGED,
+        }
     ),
-    CandidateState.REJECTED: frozenset({CandidateState.APPROVED}),
+    CandidateState.REJECTED: frozenset(
+        {
+            CandidateState.APPROVED,
+            CandidateState.SELECTED,
+            CandidateState.NOT_SELECTED,
+            CandidateState.SCREENED_FLAGGED,
+        }
+    ),
     CandidateState.FINALIZED: frozenset({CandidateState.PUBLISHED}),
     CandidateState.FINALIZE_FAILED: frozenset(
         {CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED, CandidateState.REJECTED}

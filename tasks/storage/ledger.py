@@ -659,6 +659,71 @@ class Ledger:
             row.review = review
             return row
 
+    def undo_decision(self, run_id: str, candidate_id: str, reviewer: str) -> CandidateRow:
+        """Return a candidate to the state its last review decision moved it from, as a new history entry."""
+        if not reviewer.strip():
+            raise ReviewError("undoing a review decision needs the reviewer's name.")
+        now = self.clock.now()
+        with self.transaction() as session:
+            row = self._candidate(session, run_id, candidate_id)
+            entries = list(
+                session.scalars(
+                    select(HistoryRow)
+                    .where(HistoryRow.run_id == run_id, HistoryRow.candidate_id == candidate_id)
+                    .order_by(HistoryRow.id)
+                )
+            )
+            decided = (CandidateState.APPROVED, CandidateState.REJECTED)
+            # Walk back over earlier undos to the latest decision still in force; anything else ends the walk.
+            undone: set[int] = set()
+            last: HistoryRow | None = None
+            for index in range(len(entries) - 1, -1, -1):
+                entry = entries[index]
+                if entry.detail.get("decision") == "undone":
+                    undone.add(int(entry.detail.get("undoes", 0)))
+                elif entry.to_state in decided and entry.id not in undone:
+                    last = entry
+                    break
+                elif entry.id not in undone:
+                    break
+            if last is None or row.state != last.to_state or not last.from_state:
+                raise ReviewError(f"candidate {candidate_id} is {row.state}; it has no decision to undo.")
+            target = CandidateState(last.from_state)
+            if not can_transition(CandidateState(row.state), target):
+                raise ReviewError(f"candidate {candidate_id} cannot go back from {row.state} to {target.value}.")
+            # The review in force before the undone one: the decision still standing that led into `target`.
+            earlier = next(
+                (
+                    e
+                    for e in reversed(entries[: entries.index(last)])
+                    if e.to_state == target and e.id not in undone and e.detail.get("decision") != "undone"
+                ),
+                None,
+            )
+            previous = dict(earlier.detail) if earlier is not None and target in decided else None
+            undo = {"decision": "undone", "undoes": last.id, "by": reviewer, "at": now.isoformat(), "mode": "manual"}
+            self._move(session, row, target, now, undo)
+            row.review = previous
+            return row
+
+    def follow_review(self, run_id: str) -> str:
+        """Set a reviewable run's status from its decisions: pending_review while a selected candidate waits."""
+        now = self.clock.now()
+        with self.transaction() as session:
+            run = self._run(session, run_id)
+            if run.status not in (RunStatus.PENDING_REVIEW, RunStatus.COMPLETED):
+                return run.status  # running, failed or interrupted: the batch flow owns the status
+            waiting = session.scalar(
+                select(func.count()).where(CandidateRow.run_id == run_id, CandidateRow.state == CandidateState.SELECTED)
+            )
+            status = RunStatus.PENDING_REVIEW if waiting else RunStatus.COMPLETED
+            if run.status != status:
+                detail = {"why": "review decisions", "waiting": waiting}
+                session.add(HistoryRow(run_id=run_id, from_state=run.status, to_state=status, at=now, detail=detail))
+                run.status = status
+                run.updated_at = now
+            return run.status
+
     def auto_approve(self, run_id: str, rule: str) -> int:
         """Approve every selected candidate of a run on the policy's behalf; returns how many."""
         now = self.clock.now()

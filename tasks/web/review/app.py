@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import re
@@ -24,7 +25,7 @@ from policies.model import Policy
 from tasks.core.errors import AssetMintError, ReviewError
 from tasks.core.states import CandidateState
 from tasks.provenance import trust
-from tasks.storage.ledger import CandidateRow, Ledger, RunRow
+from tasks.storage.ledger import CandidateRow, JobRow, Ledger, RunRow
 from tasks.storage.workdir import candidate_store, work_dir_of_run
 from tasks.web.review import sheet
 from tasks.web.review.delivery import Deliveries, DeliverySubmitter
@@ -36,6 +37,20 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 THUMB_SIZE = 320
 MAX_TEXT = 2000
 BULK_COMMENT = "bulk approval: top-k of every prompt by CLIP score"
+EXPORT_COLUMNS = (
+    "candidate",
+    "prompt_id",
+    "variant",
+    "seed",
+    "rank",
+    "score",
+    "state",
+    "decision",
+    "reviewer",
+    "time",
+    "comment",
+    "override_reason",
+)
 IMAGE_CACHE = {"Cache-Control": "private, max-age=600"}
 
 
@@ -153,6 +168,55 @@ def _candidate_json(run_id: str, row: CandidateRow) -> dict[str, Any]:
     }
 
 
+def _export_rows(jobs: list[JobRow], rows: list[CandidateRow]) -> list[dict[str, Any]]:
+    """One row per decided candidate of a run, in contact sheet order (EXPORT_COLUMNS)."""
+    out: list[dict[str, Any]] = []
+    for group in sheet.group_by_job(jobs, rows, "all"):
+        for row in group.candidates:
+            review = row.review or {}
+            if not review.get("decision"):
+                continue
+            out.append(
+                {
+                    "candidate": row.candidate_id,
+                    "prompt_id": group.job.prompt_id,
+                    "variant": group.job.variant,
+                    "seed": row.seed,
+                    "rank": row.rank,
+                    "score": row.clip_score,
+                    "state": row.state,
+                    "decision": review.get("decision"),
+                    "reviewer": review.get("by"),
+                    "time": review.get("at"),
+                    "comment": review.get("comment") or "",
+                    "override_reason": (review.get("override") or {}).get("reason") or "",
+                }
+            )
+    return out
+
+
+def _csv_cell(value: Any) -> str:
+    """A CSV cell; text a spreadsheet would run as a formula is prefixed with an apostrophe."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text) else text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def publish_target(policy: Policy) -> str:
+    """Where finalize-and-publish puts assets, as a reviewer should read it: s3://bucket/prefix or a folder."""
+    location = policy.publish.location
+    if location.kind == "s3":
+        return f"s3://{location.bucket}/{location.prefix}".rstrip("/")
+    return str(location.folder_path(policy.resolved_work_dir()))
+
+
 def create_app(
     ledger_url: str,
     policy: Policy,
@@ -192,6 +256,19 @@ def create_app(
         if row is None:
             raise HTTPException(404, "no such candidate in this run.")
         return row
+
+    def summary(run_id: str) -> dict[str, Any]:
+        """What the run page keeps live: run status, counts, filter counts, approvals per job, card states, delivery."""
+        rows = ledger.candidates(run_id)
+        return {
+            "run_id": run_id,
+            "status": ledger.run(run_id).status,
+            "counts": ledger.state_counts(run_id),
+            "filters": {name: sum(sheet.matches(r, name) for r in rows) for name in sheet.FILTERS},
+            "approved_per_job": sheet.approved_per_job(rows),
+            "states": {r.candidate_id: r.state for r in rows},
+            "publish": deliveries.status(run_id),
+        }
 
     def page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> Response:
         session = getattr(request.state, "session", None)
@@ -249,6 +326,10 @@ def create_app(
         scores = [r.clip_score for r in rows if r.clip_score is not None]
         context = {
             "run": run,
+            "approved_per_job": sheet.approved_per_job(rows),
+            "publish_target": publish_target(policy),
+            "undecided": sheet.UNDECIDED,
+            "decided": sheet.DECIDED,
             "show": show,
             "filters": {name: sum(sheet.matches(r, name) for r in rows) for name in sheet.FILTERS},
             "groups": sheet.group_by_job(ledger.jobs(run_id), rows, show),
@@ -285,9 +366,19 @@ def create_app(
     def candidate_page(request: Request, run_id: str, candidate_id: str) -> Response:
         run = get_run(run_id)
         row = get_candidate(run_id, candidate_id)
+        order = [
+            r.candidate_id
+            for g in sheet.group_by_job(ledger.jobs(run_id), ledger.candidates(run_id), "all")
+            for r in g.candidates
+        ]
+        here = order.index(candidate_id) if candidate_id in order else -1
         context = {
             "run": run,
             "row": row,
+            "previous_id": order[here - 1] if here > 0 else None,
+            "next_id": order[here + 1] if 0 <= here < len(order) - 1 else None,
+            "undecided": sheet.UNDECIDED,
+            "decided": sheet.DECIDED,
             "job": next((j for j in ledger.jobs(run_id) if j.job_key == row.job_key), None),
             "asset": next((a for a in ledger.assets(run_id) if a.candidate_id == candidate_id), None),
             "history": ledger.history(run_id, candidate_id),
@@ -324,11 +415,56 @@ def create_app(
             override_reason,
             policy.safety.human_override,
         )
+        await run_in_threadpool(ledger.follow_review, run_id)
         if _wants_json(request):
-            return JSONResponse({"candidate_id": row.candidate_id, "state": row.state, "review": row.review})
+            live = await run_in_threadpool(summary, run_id)
+            return JSONResponse(
+                {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
+            )
         show = fields.get("show", "all")
         show = show if show in sheet.FILTERS else "all"
         return RedirectResponse(f"/runs/{run_id}?show={show}#c-{candidate_id}", status_code=303)
+
+    @app.post("/runs/{run_id}/candidates/{candidate_id}/undo")
+    async def undo(request: Request, run_id: str, candidate_id: str) -> Response:
+        get_run(run_id)
+        get_candidate(run_id, candidate_id)
+        fields = await _fields(request)
+        row = await run_in_threadpool(ledger.undo_decision, run_id, candidate_id, reviewer)
+        await run_in_threadpool(ledger.follow_review, run_id)
+        if _wants_json(request):
+            live = await run_in_threadpool(summary, run_id)
+            return JSONResponse(
+                {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
+            )
+        show = fields.get("show", "all")
+        show = show if show in sheet.FILTERS else "all"
+        return RedirectResponse(f"/runs/{run_id}?show={show}#c-{candidate_id}", status_code=303)
+
+    @app.get("/api/runs/{run_id}/summary")
+    def summary_json(run_id: str) -> dict[str, Any]:
+        get_run(run_id)
+        return summary(run_id)
+
+    @app.get("/runs/{run_id}/decisions.json")
+    def decisions_json(run_id: str) -> Response:
+        get_run(run_id)
+        rows = _export_rows(ledger.jobs(run_id), ledger.candidates(run_id))
+        body = json.dumps({"run_id": run_id, "columns": list(EXPORT_COLUMNS), "decisions": rows}, indent=1)
+        disposition = f'attachment; filename="{run_id}-decisions.json"'
+        return Response(body, media_type="application/json", headers={"Content-Disposition": disposition})
+
+    @app.get("/runs/{run_id}/decisions.csv")
+    def decisions_csv(run_id: str) -> Response:
+        get_run(run_id)
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerow(EXPORT_COLUMNS)
+        for item in _export_rows(ledger.jobs(run_id), ledger.candidates(run_id)):
+            writer.writerow([_csv_cell(item[name]) for name in EXPORT_COLUMNS])
+        disposition = f'attachment; filename="{run_id}-decisions.csv"'
+        headers = {"Content-Disposition": disposition}
+        return Response(buffer.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
     @app.post("/runs/{run_id}/approve-top-k")
     async def approve_top_k(request: Request, run_id: str) -> Response:
@@ -351,6 +487,7 @@ def create_app(
             return approved, errors
 
         approved, errors = await run_in_threadpool(work)
+        await run_in_threadpool(ledger.follow_review, run_id)
         if _wants_json(request):
             return JSONResponse({"approved": approved, "errors": errors})
         return RedirectResponse(f"/runs/{run_id}?show=approved", status_code=303)

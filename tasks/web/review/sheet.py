@@ -9,10 +9,14 @@ from typing import Any
 from tasks.core.states import CandidateState
 from tasks.storage.ledger import CandidateRow, JobRow
 
-PENDING = frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED, CandidateState.SCREENED_PASSED})
+# Pending: selected and awaiting a reviewer's decision (not-selected candidates can be decided but wait for no one).
+PENDING = frozenset({CandidateState.SELECTED})
 # Everything a reviewer approved, whatever happened after; "published" is matched by name (newer lifecycle step).
 APPROVED = frozenset({CandidateState.APPROVED, CandidateState.FINALIZED, CandidateState.FINALIZE_FAILED, "published"})
 DECIDABLE = frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED})
+# States whose card offers approve/reject (flagged ones need an override) or, once decided, an undo.
+UNDECIDED = frozenset({CandidateState.SELECTED, CandidateState.NOT_SELECTED, CandidateState.SCREENED_FLAGGED})
+DECIDED = frozenset({CandidateState.APPROVED, CandidateState.REJECTED})
 FILTERS = ("pending", "flagged", "approved", "all")
 
 
@@ -82,6 +86,15 @@ def group_by_job(jobs: Sequence[JobRow], rows: Sequence[CandidateRow], show: str
         if members:
             groups.append(JobGroup(job, members))
     return groups
+
+
+def approved_per_job(rows: Iterable[CandidateRow]) -> dict[str, int]:
+    """How many candidates of each job a reviewer (or the policy) approved, whatever happened after."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        if row.state in APPROVED:
+            counts[row.job_key] = counts.get(row.job_key, 0) + 1
+    return counts
 
 
 def safety_results(row: CandidateRow) -> list[dict[str, Any]]:
