@@ -26,7 +26,7 @@ from tasks.core.errors import AssetMintError, ReviewError
 from tasks.core.states import CandidateState
 from tasks.provenance import trust
 from tasks.storage.ledger import CandidateRow, JobRow, Ledger, RunRow
-from tasks.storage.workdir import candidate_store, work_dir_of_run
+from tasks.storage.workdir import candidate_image_path, candidate_store, work_dir_of_run
 from tasks.web.review import sheet
 from tasks.web.review.delivery import Deliveries, DeliverySubmitter
 from tasks.web.review.security import FORM_TYPE, MAX_FORM_BYTES, Gate, guard
@@ -136,17 +136,20 @@ def _text(fields: dict[str, str], name: str) -> str:
 
 
 def _image_path(run: RunRow, row: CandidateRow) -> Path:
-    """The candidate's image file, only inside the work dir's candidate store or the run's folder; 404 otherwise."""
+    """The candidate's own image: its file in the work dir's candidate store, or in the run's folder; 404 otherwise."""
     if not row.image_path:
         raise HTTPException(404, "this candidate has no image.")
     run_dir = Path(run.run_dir)
-    roots = [candidate_store(work_dir_of_run(run_dir)), run_dir]  # runs of earlier releases kept images in run_dir
     try:
         path = Path(row.image_path).resolve(strict=True)
-        inside = any(path.is_relative_to(root.resolve()) for root in roots)
+        # The store is shared by runs, so there a record may only name the file its own id addresses.
+        own_in_store = (
+            path == candidate_image_path(candidate_store(work_dir_of_run(run_dir)), row.candidate_id).resolve()
+        )
+        in_run_dir = path.is_relative_to(run_dir.resolve())  # where releases before the store kept images
     except (OSError, RuntimeError):
         raise HTTPException(404, "image not found.") from None
-    if not inside or not path.is_file() or path.suffix.lower() not in IMAGE_TYPES:
+    if not (own_in_store or in_run_dir) or not path.is_file() or path.suffix.lower() not in IMAGE_TYPES:
         raise HTTPException(404, "image not found.")
     return path
 
