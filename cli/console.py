@@ -59,6 +59,16 @@ def make_console() -> Any:
     return Console(highlight=False)
 
 
+def _average_rate(task: Any) -> float | None:
+    """Items per second: rich's recent speed, else the average since the stage started (known after one item)."""
+    speed = task.finished_speed or task.speed
+    if speed:
+        return float(speed)
+    if task.completed and task.elapsed:
+        return task.completed / task.elapsed
+    return None
+
+
 def rate_column_class() -> Any:
     """A rich progress column class showing items per second (built late: rich loads only when drawing)."""
     from rich.progress import ProgressColumn
@@ -68,10 +78,30 @@ def rate_column_class() -> Any:
         """Items per second of a stage."""
 
         def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
+            speed = _average_rate(task)
             return Text(f"{speed:.2f}/s" if speed else "   -/s")
 
     return RateColumn
+
+
+def eta_column_class() -> Any:
+    """A rich progress column class showing the time left at the stage's rate so far."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class EtaColumn(ProgressColumn):
+        """Estimated time left of a stage."""
+
+        def render(self, task: Any) -> Text:
+            if task.finished:
+                return Text("")
+            speed = _average_rate(task)
+            if not speed or task.total is None:
+                return Text("eta -:--:--")
+            left = round((task.total - task.completed) / speed)
+            return Text(f"eta {left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}")
+
+    return EtaColumn
 
 
 class RichProgress:
@@ -90,14 +120,7 @@ class RichProgress:
 @contextmanager
 def stage_bars(out: Any, rate: bool = True, eta: bool = False, label_width: int = 9) -> Iterator[None]:
     """One bar per stage (done/total, rate, elapsed, ETA) for what the code inside reports to tasks.core.progress."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from tasks.core import progress
 
@@ -106,7 +129,7 @@ def stage_bars(out: Any, rate: bool = True, eta: bool = False, label_width: int 
         columns.append(rate_column_class()())
     columns.append(TimeElapsedColumn())
     if eta:
-        columns.append(TimeRemainingColumn())
+        columns.append(eta_column_class()())
     with Progress(*columns, console=out, transient=False) as bars, progress.progress_sink(RichProgress(bars)):
         yield
 

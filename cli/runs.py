@@ -89,11 +89,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tasks.stages.runs import load_context
 
     console = make_console()
-    load_context(Path(args.manifest), optional_path(args.policy))  # fail fast, before Prefect starts, on bad input
+    ctx = load_context(Path(args.manifest), optional_path(args.policy))  # fail fast, before Prefect, on bad input
     from flows.batch import batch_flow
 
+    print(
+        f"run {ctx.run_id}: {ctx.plan.candidate_count} candidates of {len(ctx.plan.jobs)} jobs; "
+        f"models {', '.join(sorted(ctx.models))}, CLIP {ctx.policy.scoring.clip_model}",
+        file=sys.stderr,
+        flush=True,
+    )
     announce_prefect_start()
-    with stage_bars(console):
+    with stage_bars(console, eta=True):
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)
     return 0
