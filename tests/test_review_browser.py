@@ -305,7 +305,10 @@ def test_review_a_run_in_the_browser(served: dict[str, Any], page: Any, tmp_path
     assert {a.candidate_id for a in ledger.assets(run_id) if a.final_sha256} == {first, second}
 
     page.goto(f"{served['base']}/runs/{run_id}/candidates/{first}")
-    expect(page.locator("table.provenance")).to_contain_text("Trusted")
+    provenance = page.locator("table.provenance")
+    expect(provenance).to_contain_text("valid, development signer (not trusted for production)")
+    expect(provenance).not_to_contain_text("Trusted")  # the raw c2pa state never stands alone for a dev signer
+    expect(page.locator(".banners .dev-banner")).to_be_visible()
     expect(page.locator("td.prompt")).to_have_text(XSS_PROMPT)
 
     page.goto(f"{served['base']}/runs/{run_id}")
