@@ -398,6 +398,18 @@ def create_app(
             return Response(thumbnails.get(path), media_type="image/jpeg", headers=IMAGE_CACHE)
         return FileResponse(path, media_type=IMAGE_TYPES[path.suffix.lower()], headers=IMAGE_CACHE)
 
+    async def after_decision(request: Request, run_id: str, row: CandidateRow, fields: dict[str, str]) -> Response:
+        """Let the run's status follow the decisions, then answer with the live summary (JSON) or the sheet."""
+        await run_in_threadpool(ledger.follow_review, run_id)
+        if _wants_json(request):
+            live = await run_in_threadpool(summary, run_id)
+            return JSONResponse(
+                {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
+            )
+        show = fields.get("show", "all")
+        show = show if show in sheet.FILTERS else "all"
+        return RedirectResponse(f"/runs/{run_id}?show={show}#c-{row.candidate_id}", status_code=303)
+
     @app.post("/runs/{run_id}/candidates/{candidate_id}/decision")
     async def decide(request: Request, run_id: str, candidate_id: str) -> Response:
         get_run(run_id)
@@ -418,15 +430,7 @@ def create_app(
             override_reason,
             policy.safety.human_override,
         )
-        await run_in_threadpool(ledger.follow_review, run_id)
-        if _wants_json(request):
-            live = await run_in_threadpool(summary, run_id)
-            return JSONResponse(
-                {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
-            )
-        show = fields.get("show", "all")
-        show = show if show in sheet.FILTERS else "all"
-        return RedirectResponse(f"/runs/{run_id}?show={show}#c-{candidate_id}", status_code=303)
+        return await after_decision(request, run_id, row, fields)
 
     @app.post("/runs/{run_id}/candidates/{candidate_id}/undo")
     async def undo(request: Request, run_id: str, candidate_id: str) -> Response:
@@ -434,15 +438,7 @@ def create_app(
         get_candidate(run_id, candidate_id)
         fields = await _fields(request)
         row = await run_in_threadpool(ledger.undo_decision, run_id, candidate_id, reviewer)
-        await run_in_threadpool(ledger.follow_review, run_id)
-        if _wants_json(request):
-            live = await run_in_threadpool(summary, run_id)
-            return JSONResponse(
-                {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
-            )
-        show = fields.get("show", "all")
-        show = show if show in sheet.FILTERS else "all"
-        return RedirectResponse(f"/runs/{run_id}?show={show}#c-{candidate_id}", status_code=303)
+        return await after_decision(request, run_id, row, fields)
 
     @app.get("/api/runs/{run_id}/summary")
     def summary_json(run_id: str) -> dict[str, Any]:
