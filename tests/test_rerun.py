@@ -131,3 +131,22 @@ def test_an_image_whose_file_changed_is_generated_again(harness: None, tmp_path:
     regenerated = next(r for r in ledger.candidates(second.run_id) if r.candidate_id == damaged.candidate_id)
     assert regenerated.pixel_sha256 == damaged.pixel_sha256  # same inputs, same pixels
     assert "reused_from_run" not in regenerated.generation
+
+
+def test_dropped_seeds_stay_in_the_run_but_are_never_picked_again(harness: None, tmp_path: Path, policy: Path) -> None:
+    from flows.batch import batch_flow
+
+    manual = write(tmp_path / "manual.yaml", "generation:\n  chunk_size: 4\n  batch_size: 2\nreview:\n  mode: manual\n")
+    first = batch_flow(manifest=str(write(tmp_path / "m.yaml", MANIFEST)), policy=str(manual))
+    ledger = work_ledger(tmp_path)
+    assert {r.seed for r in ledger.candidates(first.run_id) if r.state == "selected"} - {5, 6, 7} == set()
+    fewer = MANIFEST.replace("candidates: 3\n  base_seed: 5", "seeds: [5]")
+    again = batch_flow(manifest=str(write(tmp_path / "m.yaml", fewer)), policy=str(manual))
+    assert again.run_id == first.run_id and again.generated_now == 0
+    rows = ledger.candidates(first.run_id)
+    assert len(rows) == 6  # nothing deleted
+    assert {r.seed for r in rows if r.state == "selected"} == {5}
+    dropped = [r for r in rows if r.seed != 5]
+    assert all(r.state == "not_selected" for r in dropped)
+    reasons = [e.detail.get("why", "") for r in dropped for e in ledger.history(first.run_id, r.candidate_id)]
+    assert any("no longer in the manifest" in why for why in reasons)

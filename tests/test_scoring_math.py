@@ -67,3 +67,12 @@ def test_candidate_ids_depend_on_every_pixel_input() -> None:
     ]
     ids = {candidate_id(**{**base, **change}) for change in changes}
     assert first not in ids and len(ids) == len(changes)
+
+
+def test_ineligible_candidates_are_ranked_with_their_reason_but_never_selected() -> None:
+    scores = [("best", 0.9), ("dropped", 0.8), ("ok", 0.5)]
+    why = {"dropped": "seed 7 is no longer in the manifest"}
+    selection = rank_and_select(scores, keep_top_k=2, min_score=0.0, ineligible=why)
+    assert selection.selected == {"best", "ok"}
+    assert selection.ranks == {"best": 1, "dropped": 2, "ok": 3}
+    assert selection.reasons["dropped"] == "seed 7 is no longer in the manifest"

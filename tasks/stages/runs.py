@@ -292,10 +292,11 @@ def pending_chunks(ctx: RunContext) -> list[list[CandidateSpec]]:
     """Candidates still to generate, in chunks of the policy's chunk size (job order kept, so batches fill)."""
     ledger = ledger_for(ctx.ledger_url)
     blocked = blocked_job_keys(ledger, ctx.run_id)
+    seeds = {job.job_key: frozenset(job.seeds) for job in ctx.plan.jobs}
     rows = [
         r
         for r in ledger.candidates(ctx.run_id, [CandidateState.PLANNED, CandidateState.FAILED])
-        if r.job_key not in blocked
+        if r.job_key not in blocked and r.seed in seeds.get(r.job_key, frozenset())  # dropped seeds stay unmade
     ]
     order = {job.job_key: i for i, job in enumerate(ctx.plan.jobs)}
     rows.sort(key=lambda r: (order.get(r.job_key, len(order)), r.seed))
@@ -457,12 +458,19 @@ def select_top(ctx: RunContext) -> int:
     for job in ctx.plan.jobs:
         if job.job_key in blocked:
             continue
-        scores = [(r.candidate_id, float(r.clip_score or 0.0)) for r in rows if r.job_key == job.job_key]
+        members = [r for r in rows if r.job_key == job.job_key]
+        scores = [(r.candidate_id, float(r.clip_score or 0.0)) for r in members]
         if not scores:
             continue
         keep = min(job.keep_top_k, cap) if cap else job.keep_top_k
-        locked = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state in decided)
-        ineligible = frozenset(r.candidate_id for r in rows if r.job_key == job.job_key and r.state == flagged)
+        locked = frozenset(r.candidate_id for r in members if r.state in decided)
+        ineligible = {r.candidate_id: "flagged by safety screening" for r in members if r.state == flagged}
+        # Nothing is deleted: a seed the manifest dropped stays in the run, ranked, but is not picked again.
+        ineligible |= {
+            r.candidate_id: f"seed {r.seed} is no longer in the manifest"
+            for r in members
+            if r.seed not in job.seeds and r.candidate_id not in ineligible
+        }
         selection = rank_and_select(scores, keep, ctx.policy.scoring.min_score, locked, ineligible)
         ledger.record_selection(ctx.run_id, selection.ranks, selection.selected, selection.reasons)
         selected += len(selection.selected)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -20,14 +20,15 @@ def rank_and_select(
     keep_top_k: int,
     min_score: float,
     locked: frozenset[str] = frozenset(),
-    ineligible: frozenset[str] = frozenset(),
+    ineligible: Mapping[str, str] | None = None,
 ) -> Selection:
     """Rank one job's candidates by score (ties by id) and keep the top k at or above min_score.
 
     `locked` candidates were already selected and finalized: they keep their place and use up a slot each, and
     they get no new rank (their rank is already signed into their Content Credentials). `ineligible` candidates
-    (flagged by safety screening) are ranked but never selected.
+    (id -> why: flagged by safety screening, or a seed the manifest no longer lists) are ranked but never selected.
     """
+    ineligible = ineligible or {}
     ordered = sorted(scores, key=lambda item: (-item[1], item[0]))
     ranks: dict[str, int] = {}
     selected: set[str] = set()
@@ -38,7 +39,7 @@ def rank_and_select(
             continue
         ranks[candidate_id] = position
         if candidate_id in ineligible:
-            reasons[candidate_id] = "flagged by safety screening"
+            reasons[candidate_id] = ineligible[candidate_id]
         elif score < min_score:
             reasons[candidate_id] = f"score {score:.4f} below minimum {min_score:.4f}"
         elif len(selected) + slots_taken >= keep_top_k:
