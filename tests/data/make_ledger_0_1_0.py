@@ -29,6 +29,9 @@ from tasks.storage.ledger import (
 )
 
 RUN_ID = "run-0-1-0"
+# Paths as a run under the default work dir would record them; relative, so the fixture names no machine.
+WORK_DIR = "assetmint-output"
+RUN_DIR = f"{WORK_DIR}/runs/{RUN_ID}"
 POLICY = {"name": "release-0.1.0", "review": {"mode": "manual"}, "safety": {"prompts": {"enabled": True}}}
 JOBS = [
     {
@@ -81,10 +84,10 @@ def build(path: Path) -> None:
         run_id=RUN_ID,
         campaign_id="spring-0-1-0",
         campaign_name="Spring (0.1.0)",
-        manifest_path="/campaigns/spring.yaml",
+        manifest_path="campaigns/spring.yaml",
         manifest_sha256="1" * 64,
         policy=POLICY,
-        run_dir="/work/runs/run-0-1-0",
+        run_dir=RUN_DIR,
         jobs=JOBS,
         candidates=[
             _planned("c0000000000000000000000000000001", "job-cat", 1, JOBS[0]["prompt"]),
@@ -97,7 +100,7 @@ def build(path: Path) -> None:
     first, third = "c0000000000000000000000000000001", "c0000000000000000000000000000003"  # the second stays planned
     ledger.record_generated(
         RUN_ID,
-        [GeneratedImage(first, "/work/runs/run-0-1-0/candidates/1.png", "a" * 64, "b" * 64, {"device": "cpu"})],
+        [GeneratedImage(first, f"{RUN_DIR}/candidates/1.png", "a" * 64, "b" * 64, {"device": "cpu"})],
     )
     ledger.record_failed(RUN_ID, [third], "out of memory")
     ledger.record_scores(RUN_ID, [CandidateScore(first, "tiny-clip", 1.25, 0.5, bytes(range(8)), 2)])
@@ -113,7 +116,7 @@ def build(path: Path) -> None:
                 ok=True,
                 watermark_method="dwtDctSvd",
                 payload_hex="00000001",
-                final_path="/work/runs/run-0-1-0/final/1.png",
+                final_path=f"{RUN_DIR}/final/1.png",
                 final_sha256="f" * 64,
                 mime="image/png",
                 manifest_label="urn:c2pa:0001",
@@ -128,7 +131,7 @@ def build(path: Path) -> None:
         [
             AuditRow(
                 audited_at=datetime(2026, 10, 2, tzinfo=UTC),
-                target="/work/published",
+                target=f"{WORK_DIR}/published",
                 object="1.png",
                 verdict="ok",
                 evidence={"sha256": "f" * 64},
