@@ -144,29 +144,21 @@ def _print_summary(console: Any, summary: Any) -> None:
 
 def _ledger(policy_path: str | None) -> Any:
     """The policy's ledger; refuses (rather than creates) a SQLite ledger that does not exist yet."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     from policies.model import load_policy
-    from tasks.core.errors import LedgerError
+    from tasks.core.errors import LedgerError, MissingLedgerError
     from tasks.storage.ledger import Ledger
 
     policy = load_policy(optional_path(policy_path))
     url = policy.ledger_url()
     try:
-        parsed = make_url(url)
-    except ArgumentError:  # Ledger.open names a malformed URL
-        parsed = None
-    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        path = Path(parsed.database)
-        if not path.exists():
-            raise LedgerError(
-                f"there is no ledger at {path} (ledger URL {url}, from the policy's ledger.url and work_dir "
-                f"{policy.resolved_work_dir()}); nothing has run here yet. Run this in the folder you ran "
-                "`assetmint run` from, set ASSETMINT_WORK_DIR to that work directory, or pass --policy with the "
-                "policy that run used."
-            )
-    return Ledger.open(url)
+        return Ledger.open(url, create=False)
+    except MissingLedgerError as exc:
+        raise LedgerError(
+            f"there is no ledger at {exc.path} (ledger URL {url}, from the policy's ledger.url and work_dir "
+            f"{policy.resolved_work_dir()}); nothing has run here yet. Run this in the folder you ran "
+            "`assetmint run` from, set ASSETMINT_WORK_DIR to that work directory, or pass --policy with the "
+            "policy that run used."
+        ) from None
 
 
 def _when(value: Any) -> str | None:

@@ -10,7 +10,7 @@ import pytest
 from tasks.core.clock import FixedClock
 from tasks.core.errors import LedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus
-from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate, value_sha256
+from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url, value_sha256
 
 
 def _planned(candidate_id: str, seed: int) -> PlannedCandidate:
@@ -258,3 +258,14 @@ def test_history_lookups_fail_clearly(tmp_path: Path) -> None:
         ledger.job_history("r1", "job9")
     with pytest.raises(LedgerError, match="run r1 has no job job9"):
         ledger.record_job_screening("r1", "job9", None)
+
+
+def test_a_missing_ledger_is_not_created_when_only_read(tmp_path: Path) -> None:
+    from tasks.core.errors import MissingLedgerError
+
+    path = tmp_path / "elsewhere" / "ledger.sqlite"
+    with pytest.raises(MissingLedgerError) as info:
+        Ledger.open(sqlite_url(path), create=False)
+    assert info.value.path == str(path.resolve()) and not path.parent.exists()
+    Ledger.open_file(path)  # created on purpose, then readable without creating
+    assert Ledger.open(sqlite_url(path), create=False).runs() == []

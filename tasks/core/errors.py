@@ -7,6 +7,7 @@ from policies.errors import AssetMintError, PolicyError
 __all__ = [
     "AssetMintError",
     "LedgerError",
+    "MissingLedgerError",
     "ManifestError",
     "ModelError",
     "OrchestrationUnavailableError",
@@ -30,6 +31,14 @@ class ModelError(AssetMintError):
 
 class LedgerError(AssetMintError):
     """The ledger cannot be opened, or a record the user asked for does not exist."""
+
+
+class MissingLedgerError(LedgerError):
+    """A SQLite ledger file that was to be read does not exist (and was not created)."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"there is no ledger at {path}")
+        self.path = path
 
 
 class ReviewError(AssetMintError):

@@ -14,7 +14,7 @@ from typing import Any
 
 from policies.model import Policy, load_policy
 from tasks.core import progress
-from tasks.core.errors import LedgerError
+from tasks.core.errors import LedgerError, MissingLedgerError
 from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
 
@@ -25,25 +25,11 @@ def policy_for_run(run_id: str, policy_path: Path | None) -> tuple[Policy, str]:
     """The given policy, or else the one recorded with the run, and the ledger URL; LedgerError for an unknown run."""
     given = load_policy(policy_path)
     url = given.ledger_url()
-    missing = _missing_ledger_file(url)
-    if missing is not None:  # opening would create an empty ledger (and its folder) only to say the run is not there
-        raise LedgerError(f"no run {run_id!r}: there is no ledger at {missing} yet; `assetmint runs` lists the runs.")
-    run = ledger_for(url).run(run_id)
+    try:  # never create an empty ledger (and its folder) only to say the run is not there
+        run = ledger_for(url, create=False).run(run_id)
+    except MissingLedgerError as exc:
+        raise LedgerError(f"no run {run_id!r}: {exc}; `assetmint runs` lists the runs.") from None
     return (given if policy_path else Policy.model_validate(run.policy)), url
-
-
-def _missing_ledger_file(url: str) -> Path | None:
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:  # an invalid URL is reported by Ledger.open, in its own words
-        return None
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
-    path = Path(parsed.database)
-    return None if path.exists() else path
 
 
 def target_root(policy: Policy) -> str:

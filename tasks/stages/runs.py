@@ -86,9 +86,9 @@ class RunSummary:
 
 
 @cache
-def ledger_for(url: str) -> Ledger:
-    """One Ledger (engine and connection pool) per database URL per process."""
-    return Ledger.open(url)
+def ledger_for(url: str, create: bool = True) -> Ledger:
+    """One Ledger (engine and connection pool) per database URL per process; see Ledger.open for `create`."""
+    return Ledger.open(url, create=create)
 
 
 def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:

@@ -42,8 +42,9 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tasks.core.clock import Clock, SystemClock
-from tasks.core.errors import LedgerError, ReviewError
+from tasks.core.errors import LedgerError, MissingLedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus, can_transition
+from tasks.storage.database import sqlite_file
 
 
 class Base(DeclarativeBase):
@@ -286,16 +287,23 @@ class Ledger:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str, clock: Clock | None = None) -> Ledger:
-        """Connect to the ledger at `url`, creating or upgrading its schema as needed; LedgerError when impossible."""
+    def open(cls, url: str, clock: Clock | None = None, create: bool = True) -> Ledger:
+        """Connect to the ledger at `url`, creating (unless `create` is false) or upgrading its schema as needed.
+
+        LedgerError when that is impossible; MissingLedgerError for a SQLite file that does not exist and may not
+        be created, so that a read in the wrong folder never leaves an empty ledger behind.
+        """
         try:
             parsed = make_url(url)
         except ArgumentError:
             raise LedgerError(
                 f"ledger URL {url!r} is not a valid database URL (e.g. sqlite:///path/ledger.sqlite)."
             ) from None
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            folder = Path(parsed.database).parent
+        database_file = sqlite_file(parsed)
+        if database_file is not None and not create and not database_file.exists():
+            raise MissingLedgerError(str(database_file))
+        if database_file is not None:
+            folder = database_file.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

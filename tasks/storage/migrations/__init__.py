@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from tasks.core.errors import LedgerError
+from tasks.storage.database import sqlite_file
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -120,7 +121,7 @@ def _migrate(connection: Connection, where: str) -> None:
 def _locked(engine: Engine) -> Iterator[Connection]:
     """A connection in a transaction that holds the database's schema-upgrade lock; commits on success."""
     url = engine.url
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+    if sqlite_file(url) is not None:
         locking = create_engine(url, poolclass=NullPool)
         event.listen(locking, "connect", _sqlite_autocommit)
         event.listen(locking, "begin", _sqlite_begin_immediate)
