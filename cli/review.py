@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.console import port_number
+from cli.console import DEFAULT_STARTUP_TIMEOUT_S, STARTUP_TIMEOUT_SETTING, port_number
 from tasks.core.errors import AssetMintError
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ def start_delivery(run_id: str, ledger_url: str, policy: Policy, attempt: str) -
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     # Without a server the child starts an ephemeral one, whose 20 s default start-up limit a busy machine can miss.
-    env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    env.setdefault(STARTUP_TIMEOUT_SETTING, str(DEFAULT_STARTUP_TIMEOUT_S))
     api_url = PREFECT_API_URL.value()
     if api_url:  # the flow run shows up on the Prefect server this process is configured for
         env["PREFECT_API_URL"] = api_url

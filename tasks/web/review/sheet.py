@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tasks.core.states import CandidateState
+from tasks.stages.report import bin_scores
 from tasks.storage.ledger import CandidateRow, JobRow
 
 # Pending: selected and awaiting a reviewer's decision (not-selected candidates can be decided but wait for no one).
@@ -128,13 +129,9 @@ def histogram(scores: Sequence[float], bins: int = 20, width: int = 480, height:
     """Bin CLIP scores between their minimum and maximum; None when nothing is scored."""
     if not scores:
         return None
-    low, high = min(scores), max(scores)
-    if high - low < 1e-9:
-        low, high = low - 0.005, high + 0.005
-    step = (high - low) / bins
-    counts = [0] * bins
-    for score in scores:
-        counts[min(int((score - low) / step), bins - 1)] += 1
+    binned = bin_scores(scores, bins)
+    low, step, counts = binned.low, binned.step, binned.counts
+    high = low + step * bins
     peak = max(counts)
     bar_width = width / bins
     bars = []
