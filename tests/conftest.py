@@ -38,6 +38,22 @@ prompts:
     vars: {thing: [red cube, blue ball]}
 """
 
+# One prompt that passes and one the blocklist stops, two candidates each: the safety runs' manifest.
+SAFETY_MANIFEST = """\
+campaign: {id: safe, name: Safety}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 2, keep_top_k: 1}
+prompts:
+  - {id: ok, prompt: a ceramic mug on a wooden desk}
+  - {id: bad, prompt: a n.u.d.e model on a beach}
+"""
+# A policy section whose concept rule flags every image.
+FLAG_EVERYTHING = """\
+safety:
+  concepts:
+    rules:
+      - {concept: anything at all, threshold: -1.0}
+"""
+
 
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:

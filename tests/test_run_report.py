@@ -7,23 +7,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import write
+from conftest import FLAG_EVERYTHING, SAFETY_MANIFEST, write
 from tasks.stages.report import contact_sheet, data_uri, score_histogram
 
-MANIFEST = """\
-campaign: {id: report, name: Report}
-defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 2, keep_top_k: 1}
-prompts:
-  - {id: ok, prompt: a ceramic mug on a wooden desk}
-  - {id: bad, prompt: a n.u.d.e model on a beach}
-"""
-
-FLAG_EVERYTHING = """\
-safety:
-  concepts:
-    rules:
-      - {concept: anything at all, threshold: -1.0}
-"""
+MANIFEST = SAFETY_MANIFEST.replace("{id: safe, name: Safety}", "{id: report, name: Report}")
 
 
 def test_contact_sheet_is_a_small_jpeg_of_every_image(tmp_path: Path) -> None:

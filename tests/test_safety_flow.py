@@ -9,22 +9,8 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import work_ledger, write
-
-MANIFEST = """\
-campaign: {id: safe, name: Safety}
-defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 2, keep_top_k: 1}
-prompts:
-  - {id: ok, prompt: a ceramic mug on a wooden desk}
-  - {id: bad, prompt: a n.u.d.e model on a beach}
-"""
-
-FLAG_EVERYTHING = """\
-safety:
-  concepts:
-    rules:
-      - {concept: anything at all, threshold: -1.0}
-"""
+from conftest import FLAG_EVERYTHING, work_ledger, write
+from conftest import SAFETY_MANIFEST as MANIFEST
 
 
 def test_blocked_prompt_generates_nothing_and_is_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
