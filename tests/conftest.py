@@ -106,3 +106,20 @@ def harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+def sign_decoy_credential(png: bytes, keys_dir: Path) -> tuple[bytes, Path]:
+    """`png` signed by someone else's (development) keys, with a soft binding naming a decoder that cannot read
+    AssetMint's mark; returns the signed bytes and that signer's trust anchor."""
+    from policies.signing import SigningPolicy
+    from tasks.provenance import credentials
+    from tasks.provenance.keys import init_dev_keys
+    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+
+    other = init_dev_keys(keys_dir)
+    foreign = SigningPolicy(certificate_chain=str(other.chain), private_key=str(other.key))
+    decoy = credentials.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDct", "dwtDct", "00" * 8, "1")
+    facts = credentials.AssetFacts(asset_id="someone-else", model_name="other", prompt="x", generation={})
+    with credentials.load_signer(foreign) as signer:
+        definition = credentials.build_manifest_definition(facts, foreign, decoy)
+        return credentials.sign_asset(png, "image/png", definition, signer), Path(other.trust_anchor)

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import run_isolated, work_ledger, write
+from conftest import run_isolated, sign_decoy_credential, work_ledger, write
 from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
@@ -286,22 +286,11 @@ def test_an_access_error_is_that_objects_verdict(env: dict[str, Any]) -> None:
 
 
 def test_an_untrusted_credential_cannot_steer_the_watermark_decoder(env: dict[str, Any], tmp_path: Path) -> None:
-    from policies.signing import SigningPolicy
-    from tasks.provenance import credentials as provenance
-    from tasks.provenance.keys import init_dev_keys
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
-
     a = _pngs(env)[0]
     pixels = io.BytesIO()
     Image.open(_published(env, a)).convert("RGB").save(pixels, "PNG")  # our credential stripped, our mark kept
-    other = init_dev_keys(tmp_path / "other-keys")
-    foreign = SigningPolicy(certificate_chain=str(other.chain), private_key=str(other.key))
     # A foreign, untrusted credential whose soft binding names a decoder that cannot read our mark.
-    decoy = provenance.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDct", "dwtDct", "00" * 8, "1")
-    facts = provenance.AssetFacts(asset_id="someone-else", model_name="other", prompt="x", generation={})
-    with provenance.load_signer(foreign) as signer:
-        definition = provenance.build_manifest_definition(facts, foreign, decoy)
-        signed = provenance.sign_asset(pixels.getvalue(), "image/png", definition, signer)
+    signed, _ = sign_decoy_credential(pixels.getvalue(), tmp_path / "other-keys")
     wild = tmp_path / "wild"
     wild.mkdir()
     (wild / "decoy.png").write_bytes(signed)

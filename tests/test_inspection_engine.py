@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import run_isolated, work_ledger, write
+from conftest import run_isolated, sign_decoy_credential, work_ledger, write
 
 MANIFEST = """\
 campaign: {id: eng, name: Engine}
@@ -133,27 +133,17 @@ def _run_view(view: str, path: Path, anchors: list[str]) -> tuple[dict[str, Any]
 def test_only_an_accepted_credential_may_choose_the_decoder(
     env: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, view: str, trusted: bool
 ) -> None:
-    from policies.signing import SigningPolicy
     from tasks.inspection.engine import trust_anchors_for
-    from tasks.provenance import credentials as provenance
     from tasks.provenance import watermark
-    from tasks.provenance.keys import init_dev_keys
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
 
-    other = init_dev_keys(tmp_path / "other-keys")
-    foreign = SigningPolicy(certificate_chain=str(other.chain), private_key=str(other.key))
     # Someone else's credential on our marked pixels, naming a decoder that cannot read our mark.
-    decoy = provenance.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDct", "dwtDct", "00" * 8, "1")
-    facts = provenance.AssetFacts(asset_id="someone-else", model_name="other", prompt="x", generation={})
-    with provenance.load_signer(foreign) as signer:
-        definition = provenance.build_manifest_definition(facts, foreign, decoy)
-        signed = provenance.sign_asset(_pixels_png(env["final"]), "image/png", definition, signer)
+    signed, other_anchor = sign_decoy_credential(_pixels_png(env["final"]), tmp_path / "other-keys")
     path = tmp_path / "decoy.png"
     path.write_bytes(signed)
 
     from policies.model import load_policy
 
-    anchors = trust_anchors_for(load_policy()) + ([str(other.trust_anchor)] if trusted else [])
+    anchors = trust_anchors_for(load_policy()) + ([str(other_anchor)] if trusted else [])
     tried: list[str] = []
     real = watermark.decode_for_audit
 
