@@ -85,6 +85,7 @@ def start_delivery(run_id: str, ledger_url: str, policy: Policy, attempt: str) -
     """Run the delivery flow for a run in a process of its own (the page's finalize); its output goes to a log file."""
     from prefect.settings import PREFECT_API_URL
 
+    from tasks.core.files import write_atomic
     from tasks.storage.workdir import ensure_writable
 
     work_dir = policy.resolved_work_dir()
@@ -94,9 +95,7 @@ def start_delivery(run_id: str, ledger_url: str, policy: Policy, attempt: str) -
         update={"work_dir": str(work_dir), "ledger": policy.ledger.model_copy(update={"url": ledger_url})}
     )
     policy_file = folder / f"{run_id}.policy.json"
-    descriptor = os.open(policy_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold a database password
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(pinned.model_dump_json())
+    write_atomic(policy_file, pinned.model_dump_json().encode(), mode=0o600)  # it may hold a database password
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
     # Without a server the child starts an ephemeral one, whose 20 s default start-up limit a busy machine can miss.

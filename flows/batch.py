@@ -10,6 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
 from flows.labels import label_flow_run, run_tags
+from tasks.core.files import write_atomic
 from tasks.core.states import RunStatus
 from tasks.stages import delivery, report, runs
 from tasks.stages.runs import RunContext, RunSummary
@@ -52,8 +53,7 @@ def publish_artifacts(summary: RunSummary) -> None:
     )
     if sheet is not None:
         # Embedded, because the Prefect UI cannot open the worker's files; a copy stays in the run folder.
-        Path(summary.run_dir).mkdir(parents=True, exist_ok=True)
-        (Path(summary.run_dir) / "contact-sheet.jpg").write_bytes(sheet)
+        write_atomic(Path(summary.run_dir) / "contact-sheet.jpg", sheet)
         create_markdown_artifact(
             key=f"contact-sheet-{key}",
             markdown=f"# Selection of {summary.run_id}\n\n![contact sheet]({report.data_uri(sheet)})\n\n"
