@@ -17,8 +17,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from tasks.core.limits import check_plan
     from tasks.core.manifest import load_plan
 
-    plan = load_plan(Path(args.manifest))
     policy = load_policy(optional_path(args.policy))
+    plan = load_plan(Path(args.manifest), policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
     print(f"{args.manifest}: valid; {len(plan.jobs)} jobs, {plan.candidate_count} candidates, run id {plan.run_id}")
     _print_plan_warnings(plan, policy)
@@ -40,8 +40,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from tasks.core.limits import check_plan
     from tasks.core.manifest import load_plan
 
-    plan = load_plan(Path(args.manifest))
     policy = load_policy(optional_path(args.policy))
+    plan = load_plan(Path(args.manifest), policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
     models = sorted({job.model for job in plan.jobs})
     table = Table(title=escape(f"{plan.campaign_name} ({plan.run_id})"), caption=escape(f"model: {', '.join(models)}"))
@@ -492,6 +492,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from tasks.stages.delivery import PublishOutcome, target_root
 
     policy = _deliverable(args.run_id, args.policy)
+    from tasks.storage.publish import open_target
+
+    open_target(policy.publish, policy.resolved_work_dir()).probe()  # unreachable or unwritable: fail before Prefect
     from flows.delivery import delivery_flow
 
     console = make_console()

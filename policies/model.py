@@ -18,9 +18,11 @@ from policies.review import ReviewPolicy
 from policies.safety import SafetyPolicy
 from policies.signing import SigningPolicy
 from policies.watermark import WatermarkPolicy
-from policies.yamlfile import json_schema, load_yaml, validate_yaml
+from policies.yamlfile import YamlLimits, json_schema, load_yaml, validate_yaml
 
 POLICY_ENV = "ASSETMINT_POLICY"
+MAX_CANDIDATES_PER_RUN = 1_000_000  # what any plan may hold; a policy sets its own, usually far lower, limit
+POLICY_LIMITS = YamlLimits(max_bytes=256 << 10)
 DEFAULT_POLICY_NAME = "default.yaml"
 
 
@@ -48,7 +50,9 @@ class GenerationPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_pixels: int = Field(1024 * 1024, ge=64 * 64, description="Largest width*height a manifest may ask for.")
-    max_candidates_per_run: int = Field(5000, ge=1, description="Largest number of images one manifest may plan.")
+    max_candidates_per_run: int = Field(
+        5000, ge=1, le=MAX_CANDIDATES_PER_RUN, description="Largest number of images one manifest may plan."
+    )
     allowed_models: list[str] = Field(
         default_factory=lambda: ["embedded:*"],
         description="Glob patterns of model references a manifest may use (e.g. 'stabilityai/*', '/models/*').",
@@ -85,13 +89,47 @@ class LedgerPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(
         "sqlite:///{work_dir}/ledger.sqlite",
-        description="SQLAlchemy database URL; '{work_dir}' is replaced by the work directory.",
+        description="SQLAlchemy database URL; '{work_dir}' is replaced by the work directory. postgresql:// means "
+        "postgresql+psycopg:// (psycopg 3 is installed with AssetMint).",
     )
 
     @field_validator("url")
     @classmethod
     def _placeholders(cls, url: str) -> str:
-        return _only_work_dir_placeholder(url)
+        return _usable_database_url(_only_work_dir_placeholder(url))
+
+
+def _usable_database_url(url: str) -> str:
+    """Check, without connecting, that `url` is a database URL whose dialect and driver are installed."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; write it as dialect[+driver]://user@host/database, e.g. "
+            "sqlite:///{work_dir}/ledger.sqlite or postgresql+psycopg://assetmint@db.internal/assetmint"
+        ) from None
+    if parsed.drivername == "postgresql":  # SQLAlchemy's default PostgreSQL driver is psycopg2; psycopg 3 ships
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        url = parsed.render_as_string(hide_password=False)
+    shown = parsed.render_as_string(hide_password=True)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise ValueError(
+            f"{shown} names the database {parsed.drivername!r}, which SQLAlchemy does not know; use sqlite:// or "
+            "postgresql+psycopg://"
+        ) from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f"{shown} needs the Python driver {exc.name or parsed.drivername!r}, which is not installed; install it "
+            "or use postgresql+psycopg:// (psycopg comes with AssetMint)"
+        ) from None
+    return url
 
 
 def _only_work_dir_placeholder(url: str) -> str:
@@ -108,6 +146,7 @@ class Policy(BaseModel):
     version: int = Field(1, ge=1, le=1, description="Policy format version; only 1 exists.")
     work_dir: str = Field(
         "./assetmint-output",
+        max_length=4096,
         description="Directory for run folders and the default ledger; relative paths are relative to the "
         "current directory. $ASSETMINT_WORK_DIR overrides it.",
     )
@@ -127,6 +166,15 @@ class Policy(BaseModel):
     publish: PublishPolicy = Field(
         default_factory=PublishPolicy, description="Create-only publishing of finalized assets (folder or S3)."
     )
+
+    @field_validator("work_dir")
+    @classmethod
+    def _work_dir_is_a_path(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("work_dir must name a folder, e.g. ./assetmint-output")
+        if "\x00" in value:
+            raise ValueError("work_dir contains a NUL byte, which no file system allows in a path")
+        return value
 
     def resolved_work_dir(self) -> Path:
         """The work directory as an absolute path (environment override applied)."""
@@ -153,7 +201,7 @@ def default_policy_path() -> Path:
 
 def load_policy(path: Path | None = None) -> Policy:
     """Load a policy file (the packaged default when None); PolicyError names file, line and problem."""
-    loaded = load_yaml(path or default_policy_path(), PolicyError, "policy")
+    loaded = load_yaml(path or default_policy_path(), PolicyError, "policy", POLICY_LIMITS)
     policy = validate_yaml(loaded, Policy, PolicyError, "policy")
     return _with_paths_relative_to(policy, loaded.path.parent)
 

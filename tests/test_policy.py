@@ -70,7 +70,8 @@ def test_plan_limits(tmp_path: Path) -> None:
     message = str(caught.value)
     assert "model 'embedded:tiny-sd' is not allowed; allowed_models: org/*" in message
     assert "512x512 = 262144 pixels, over max_pixels 65536" in message
-    assert "plans 2 candidates, over max_candidates_per_run 1" in message
+    with pytest.raises(PolicyError, match="plans 2 candidates, over max_candidates_per_run 1;"):
+        load_plan(tmp_path / "m.yaml", strict.generation.max_candidates_per_run)
 
 
 def test_cli_reports_policy_violation_with_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,7 +8,10 @@ from tasks.core.manifest import Plan
 
 
 def check_plan(plan: Plan, policy: Policy) -> None:
-    """Raise PolicyError listing every way the plan breaks the policy (model not allowed, too big, too many)."""
+    """Raise PolicyError listing every way the plan breaks the policy (model not allowed, images too big).
+
+    The candidate count is checked earlier, by `load_plan(path, max_candidates)`, before the plan is expanded.
+    """
     problems: list[str] = []
     limits = policy.generation
     for model in sorted({job.model for job in plan.jobs}):
@@ -22,11 +25,6 @@ def check_plan(plan: Plan, policy: Policy) -> None:
                 f"{limits.max_pixels}"
             )
             break
-    if plan.candidate_count > limits.max_candidates_per_run:
-        problems.append(
-            f"the manifest plans {plan.candidate_count} candidates, over max_candidates_per_run "
-            f"{limits.max_candidates_per_run}"
-        )
     if problems:
         raise PolicyError(f"{plan.source} breaks the policy:\n" + "\n".join(f"  {p}" for p in problems))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 import string
 from dataclasses import asdict, dataclass
@@ -14,13 +15,25 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
-from policies.yamlfile import json_schema, load_yaml, validate_yaml
-from tasks.core.errors import ManifestError
+from policies.model import MAX_CANDIDATES_PER_RUN
+from policies.yamlfile import YamlLimits, json_schema, load_yaml, validate_yaml
+from tasks.core.errors import ManifestError, PolicyError
 from tasks.core.schedulers import get_scheduler_preset
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 _ASPECT = re.compile(r"^(\d{1,3}):(\d{1,3})$")
 MAX_SIDE = 8192
+MAX_SEED = 2**63 - 1  # torch, numpy and every diffusers generator take a signed 64-bit seed
+MAX_CANDIDATES_PER_JOB = 1024
+MAX_PROMPT_CHARS = 4000  # after expansion; CLIP reads 77 tokens, a diffusion text encoder at most a few hundred
+MAX_VALUE_CHARS = 1000
+MAX_VALUES_PER_VAR = 1000
+MAX_PROMPTS = 10_000
+MANIFEST_LIMITS = YamlLimits(max_bytes=1 << 20)
+
+Text = Annotated[str, StringConstraints(max_length=MAX_PROMPT_CHARS)]
+VarValue = Annotated[str, StringConstraints(max_length=MAX_VALUE_CHARS)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 class OutputFormat(StrEnum):
@@ -36,7 +49,7 @@ class Campaign(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     id: Slug = Field(description="Stable campaign identifier: lowercase letters, digits, '-' or '_' (max 64).")
-    name: str = Field(min_length=1, description="Human-readable campaign name.")
+    name: str = Field(min_length=1, max_length=200, description="Human-readable campaign name.")
 
 
 def _check_aspect(value: str) -> str:
@@ -58,15 +71,26 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str | None = Field(
         None,
+        max_length=1024,
         description="Model reference: 'embedded:shapes-sd' (trained demo model, 64 px), 'embedded:tiny-sd' (random, "
         "for tests), a local diffusers pipeline folder, or a model id (optionally 'id@revision').",
     )
-    negative_prompt: str | None = Field(None, description="Text the image should not show.")
-    candidates: int | None = Field(None, ge=1, le=1024, description="Images generated per prompt job.")
-    seeds: list[int] | None = Field(
-        None, min_length=1, description="Explicit seeds, one per candidate. Exclusive with base_seed."
+    negative_prompt: Text | None = Field(None, description="Text the image should not show.")
+    candidates: int | None = Field(
+        None, ge=1, le=MAX_CANDIDATES_PER_JOB, description="Images generated per prompt job."
     )
-    base_seed: int | None = Field(None, ge=0, description="Candidate i uses seed base_seed + i. Exclusive with seeds.")
+    seeds: list[Seed] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_CANDIDATES_PER_JOB,
+        description="Explicit seeds (0..2**63-1), one per candidate. Exclusive with base_seed.",
+    )
+    base_seed: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_SEED,
+        description="Candidate i uses seed base_seed + i (every seed in 0..2**63-1). Exclusive with seeds.",
+    )
     width: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image width in pixels (multiple of 8).")
     height: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image height in pixels (multiple of 8).")
     aspect_ratio: str | list[str] | None = Field(
@@ -80,16 +104,18 @@ class GenerationSettings(BaseModel):
     steps: int | None = Field(None, ge=1, le=500, description="Denoising steps.")
     guidance: float | None = Field(None, ge=0, le=50, description="Classifier-free guidance scale.")
     scheduler: str | None = Field(None, description="Named scheduler (see tasks/core/data/schedulers.yaml).")
-    keep_top_k: int | None = Field(None, ge=1, description="Best candidates per prompt job to select.")
+    keep_top_k: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_CANDIDATES_PER_JOB,
+        description="Best candidates per prompt job to select; a job with fewer candidates selects them all.",
+    )
     output_format: OutputFormat | None = Field(None, description="Delivery format of finalized assets.")
 
     @field_validator("seeds")
     @classmethod
     def _seeds_non_negative(cls, seeds: list[int] | None) -> list[int] | None:
         if seeds is not None:
-            bad = [s for s in seeds if s < 0 or s >= 2**63]
-            if bad:
-                raise ValueError(f"seeds must be in 0..2**63-1, got {bad[0]}")
             if len(set(seeds)) != len(seeds):
                 raise ValueError(f"seeds must be distinct, got {seeds}")
         return seeds
@@ -137,9 +163,10 @@ class PromptSpec(GenerationSettings):
     id: Slug | None = Field(None, description="Short name for this prompt; defaults to its position (p1, p2, ...).")
     prompt: str = Field(
         min_length=1,
+        max_length=MAX_PROMPT_CHARS,
         description="Prompt text; '{name}' placeholders are filled from vars (use '{{' for a literal brace).",
     )
-    vars: dict[str, list[str]] = Field(
+    vars: dict[str, Annotated[list[VarValue], Field(max_length=MAX_VALUES_PER_VAR)]] = Field(
         default_factory=dict,
         description="Values per placeholder; every combination becomes one job (matrix expansion).",
     )
@@ -147,12 +174,20 @@ class PromptSpec(GenerationSettings):
     @model_validator(mode="after")
     def _template_matches_vars(self) -> PromptSpec:
         try:
-            fields = {name for _, name, _, _ in string.Formatter().parse(self.prompt) if name is not None}
+            parts = list(string.Formatter().parse(self.prompt))
         except ValueError as exc:
             raise ValueError(f"prompt template {self.prompt!r} is malformed: {exc}") from None
-        bad_names = [f for f in fields if not f.isidentifier()]
-        if bad_names:
-            raise ValueError(f"placeholder {{{bad_names[0]}}} in {self.prompt!r} is not a simple name")
+        placeholders = [(name, spec, conversion) for _, name, spec, conversion in parts if name is not None]
+        for name, spec, conversion in placeholders:
+            if not name.isidentifier():
+                raise ValueError(f"placeholder {{{name}}} in {self.prompt!r} is not a simple name")
+            if spec or conversion:
+                written = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+                raise ValueError(
+                    f"placeholder {written} in {self.prompt!r} has a format spec or conversion; only plain "
+                    f"{{{name}}} is allowed"
+                )
+        fields = {name for name, _, _ in placeholders}
         missing = sorted(fields - set(self.vars))
         if missing:
             raise ValueError(f"placeholder {{{missing[0]}}} in {self.prompt!r} has no entry in vars")
@@ -162,7 +197,19 @@ class PromptSpec(GenerationSettings):
         empty = [name for name, values in self.vars.items() if not values]
         if empty:
             raise ValueError(f"vars.{empty[0]} must list at least one value")
+        longest = sum(len(literal) for literal, _, _, _ in parts) + sum(
+            max(len(value) for value in self.vars[name]) for name, _, _ in placeholders
+        )
+        if longest > MAX_PROMPT_CHARS:
+            raise ValueError(
+                f"the prompt template expands to up to {longest:,} characters with its longest vars; the limit is "
+                f"{MAX_PROMPT_CHARS:,}"
+            )
         return self
+
+    def combinations(self) -> int:
+        """How many jobs per size the vars matrix expands to, computed without expanding it."""
+        return math.prod(len(values) for values in self.vars.values())
 
 
 class Manifest(BaseModel):
@@ -174,7 +221,7 @@ class Manifest(BaseModel):
     defaults: GenerationSettings = Field(
         default_factory=GenerationSettings, description="Settings applied to every prompt unless it overrides them."
     )
-    prompts: list[PromptSpec] = Field(min_length=1, description="Prompt templates to expand.")
+    prompts: list[PromptSpec] = Field(min_length=1, max_length=MAX_PROMPTS, description="Prompt templates to expand.")
 
     @model_validator(mode="after")
     def _unique_prompt_ids(self) -> Manifest:
@@ -281,6 +328,11 @@ def _resolve_seeds(settings: dict[str, Any], where: str) -> tuple[int, ...]:
             )
         return tuple(seeds)
     base = settings.get("base_seed", 0)
+    if base + candidates - 1 > MAX_SEED:
+        raise ManifestError(
+            f"{where}: base_seed {base} with {candidates} candidates needs seeds up to {base + candidates - 1}, past "
+            f"the largest seed 2**63-1 ({MAX_SEED}); use a base_seed in 0..{MAX_SEED - candidates + 1}."
+        )
     return tuple(base + i for i in range(candidates))
 
 
@@ -304,13 +356,33 @@ def _merged_settings(defaults: GenerationSettings, spec: PromptSpec) -> dict[str
     return merged
 
 
-def expand(manifest: Manifest, source: Path) -> Plan:
-    """Expand prompt templates x variables x aspect ratios into jobs; raises ManifestError on conflicts."""
+def _where(source: Path, index: int, spec: PromptSpec) -> str:
+    return f"{source}: prompts[{index}] ({spec.id or f'p{index + 1}'})"
+
+
+def _check_plan_size(manifest: Manifest, source: Path, max_candidates: int) -> None:
+    """Refuse a plan over `max_candidates` by arithmetic, before a single job is built."""
+    total = 0
+    for index, spec in enumerate(manifest.prompts):
+        settings = _merged_settings(manifest.defaults, spec)
+        where = _where(source, index, spec)
+        total += spec.combinations() * len(_resolve_sizes(settings, where)) * len(_resolve_seeds(settings, where))
+    if total > max_candidates:
+        raise PolicyError(
+            f"{source} plans {total:,} candidates, over max_candidates_per_run {max_candidates:,}; split the batch "
+            "or reduce its vars, aspect ratios or candidates."
+        )
+
+
+def expand(manifest: Manifest, source: Path, max_candidates: int = MAX_CANDIDATES_PER_RUN) -> Plan:
+    """Expand prompt templates x variables x aspect ratios into jobs; ManifestError on conflicts, PolicyError when the
+    plan would exceed `max_candidates` (checked arithmetically first)."""
+    _check_plan_size(manifest, source, max_candidates)
     jobs: list[Job] = []
     seen_keys: dict[str, str] = {}
     for index, spec in enumerate(manifest.prompts):
         prompt_id = spec.id or f"p{index + 1}"
-        where = f"{source}: prompts[{index}] ({prompt_id})"
+        where = _where(source, index, spec)
         settings = _merged_settings(manifest.defaults, spec)
         model = settings.get("model")
         if model is None:
@@ -365,13 +437,13 @@ def expand(manifest: Manifest, source: Path) -> Plan:
 
 def load_manifest(path: Path) -> Manifest:
     """Read and validate a manifest file; ManifestError names file, line, field, value and what is allowed."""
-    loaded = load_yaml(path, ManifestError, "manifest")
+    loaded = load_yaml(path, ManifestError, "manifest", MANIFEST_LIMITS)
     return validate_yaml(loaded, Manifest, ManifestError, "manifest")
 
 
-def load_plan(path: Path) -> Plan:
-    """Load a manifest and expand it."""
-    return expand(load_manifest(path), path)
+def load_plan(path: Path, max_candidates: int = MAX_CANDIDATES_PER_RUN) -> Plan:
+    """Load a manifest and expand it, refusing (before expanding) a plan of more than `max_candidates`."""
+    return expand(load_manifest(path), path, max_candidates)
 
 
 def manifest_json_schema() -> dict[str, Any]:

@@ -42,7 +42,9 @@ from tasks.stages.score import (
     token_overflow,
 )
 from tasks.stages.select import rank_and_select
+from tasks.storage.database import probe_database
 from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
+from tasks.storage.publish import open_target
 from tasks.storage.workdir import candidate_store, ensure_writable, refuse_if_locked
 
 log = logging.getLogger(__name__)
@@ -94,14 +96,17 @@ def ledger_for(url: str, create: bool = True) -> Ledger:
 def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     """Load and check manifest, policy, models and the run's lock; creates the work dir only once all of that passed."""
     policy = load_policy(policy_path)
-    plan = load_plan(manifest_path)
+    plan = load_plan(manifest_path, policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
+    work_dir = policy.resolved_work_dir()
+    refuse_if_locked(work_dir, plan.run_id)
+    probe_database(policy.ledger_url())  # the databases and stores first: nothing is created if they are not there
+    if policy.finalize.enabled and policy.publish.auto_publish:
+        open_target(policy.publish, work_dir).probe()
     if policy.finalize.enabled:
         check_signer(policy)
     models = {ref: resolve_model(ref) for ref in sorted({job.model for job in plan.jobs})}
     resolve_clip(policy.scoring.clip_model)
-    work_dir = policy.resolved_work_dir()
-    refuse_if_locked(work_dir, plan.run_id)
     ensure_writable(work_dir)  # last: a refused run leaves no work dir behind
     log.info(
         "run %s: %d jobs, %d candidates planned; work dir %s",

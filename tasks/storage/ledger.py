@@ -37,14 +37,14 @@ from sqlalchemy import (
     func,
     select,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from tasks.core.clock import Clock, SystemClock
 from tasks.core.errors import LedgerError, MissingLedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus, can_transition
-from tasks.storage.database import sqlite_file
+from tasks.storage.database import engine_options, parse_database_url, shown, sqlite_file
 
 
 class Base(DeclarativeBase):
@@ -293,12 +293,7 @@ class Ledger:
         LedgerError when that is impossible; MissingLedgerError for a SQLite file that does not exist and may not
         be created, so that a read in the wrong folder never leaves an empty ledger behind.
         """
-        try:
-            parsed = make_url(url)
-        except ArgumentError:
-            raise LedgerError(
-                f"ledger URL {url!r} is not a valid database URL (e.g. sqlite:///path/ledger.sqlite)."
-            ) from None
+        parsed = parse_database_url(url)
         database_file = sqlite_file(parsed)
         if database_file is not None and not create and not database_file.exists():
             raise MissingLedgerError(str(database_file))
@@ -311,7 +306,7 @@ class Ledger:
         from tasks.storage.migrations import upgrade_to_head
 
         try:
-            engine = create_engine(url)
+            engine = create_engine(parsed, **engine_options(parsed))
             if parsed.get_backend_name() == "sqlite":
                 event.listen(engine, "connect", _sqlite_pragmas)
             try:
@@ -320,7 +315,7 @@ class Ledger:
                 engine.dispose()
                 raise
         except (OperationalError, SQLAlchemyError, ModuleNotFoundError) as exc:
-            raise LedgerError(f"cannot open the ledger at {url}: {exc.__class__.__name__}: {exc}.") from None
+            raise LedgerError(f"cannot open the ledger at {shown(url)}: {exc.__class__.__name__}: {exc}.") from None
         return cls(engine, clock)
 
     @classmethod

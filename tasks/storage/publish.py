@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import random
 import re
 import time
@@ -128,6 +129,10 @@ class Target(Protocol):
 
     def publish(self, item: PublishItem) -> PublishReceipt:
         """Publish one asset (and its sidecar); idempotent for equal bytes, PublishConflictError otherwise."""
+        ...
+
+    def probe(self) -> None:
+        """Check once, quickly and creating nothing, that the target can take assets; PublishTargetError if not."""
         ...
 
 
@@ -298,6 +303,16 @@ class LocalFolderTarget:
         """The folder, as a file URI."""
         return f"file://{self.root}"
 
+    def probe(self) -> None:
+        """The folder, or the nearest folder above it that exists, is one this process may write."""
+        folder = self.root
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+            raise PublishTargetError(
+                f"cannot publish to {self.describe()}: {folder} is not a writable folder; fix publish.target"
+            )
+
     def publish(self, item: PublishItem) -> PublishReceipt:
         """Link the verified bytes (and sidecar) into place; equal existing bytes = already published."""
         data = read_verified(item)
@@ -420,15 +435,8 @@ class S3Target:
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
-            except NoCredentialsError:
-                raise PublishTargetError(
-                    f"no AWS credentials for {self.describe()}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
-                    "AWS_PROFILE, or run with an instance/task role"
-                ) from None
-            except NoRegionError:
-                raise PublishTargetError(
-                    f"no region for {self.describe()}: set publish.region in the policy or AWS_DEFAULT_REGION"
-                ) from None
+            except (NoCredentialsError, NoRegionError) as exc:
+                raise self._setup_error(exc) or PublishTargetError(str(exc)) from None
             except ParamValidationError as exc:
                 raise PublishTargetError(f"{what} {key} in {self.describe()}: invalid request ({exc})") from None
             except ClientError as exc:
@@ -457,7 +465,7 @@ class S3Target:
 
     def _translate(self, what: str, key: str, exc: Exception) -> PublishTargetError:
         code, status = _error_code(exc)
-        if code == "NoSuchBucket":
+        if code == "NoSuchBucket" or (not key and status == 404):  # HEAD of a bucket answers a bare 404
             return PublishTargetError(
                 f"bucket {self.bucket!r} does not exist at {self.describe()}: create it or fix publish.target"
             )
@@ -575,6 +583,35 @@ class S3Target:
             "tries; try again",
             retryable=True,
         )
+
+    def probe(self) -> None:
+        """One HEAD of the bucket within the policy's timeouts, no retries: unreachable, missing or denied fails now."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as exc:
+            raise self._translate("reach", "", exc) from None
+        except BotoCoreError as exc:
+            raise self._setup_error(exc) or PublishTargetError(
+                f"cannot reach {self.describe()} (waited up to {self.policy.connect_timeout_s:g} s): "
+                f"{type(exc).__name__}: {exc}. Nothing was run; check publish.endpoint_url and that the store is up."
+            ) from None
+
+    def _setup_error(self, exc: BaseException) -> PublishTargetError | None:
+        """The message for what no retry fixes: missing credentials or region."""
+        from botocore.exceptions import NoCredentialsError, NoRegionError
+
+        if isinstance(exc, NoCredentialsError):
+            return PublishTargetError(
+                f"no AWS credentials for {self.describe()}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
+                "AWS_PROFILE, or run with an instance/task role"
+            )
+        if isinstance(exc, NoRegionError):
+            return PublishTargetError(
+                f"no region for {self.describe()}: set publish.region in the policy or AWS_DEFAULT_REGION"
+            )
+        return None
 
     def _head(self, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
