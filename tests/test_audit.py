@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import run_isolated, sign_decoy_credential, work_ledger, write
+from conftest import bomb_png, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
 from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
@@ -68,25 +67,15 @@ def _audit(env: dict[str, Any], tmp_path: Path, *targets: str, html: bool = Fals
     return code, {Path(r["object"]).name if not r["object"].startswith("s3://") else r["object"]: r for r in results}
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def _replace_cabx(png: bytes, store: bytes) -> bytes:
     """`png` with its caBX chunk (the C2PA manifest store) replaced by `store`."""
     pos = 8
     while pos < len(png):
         length, kind = struct.unpack(">I4s", png[pos : pos + 8])
         if kind == b"caBX":
-            return png[:pos] + _png_chunk(b"caBX", store) + png[pos + 12 + length :]
+            return png[:pos] + png_chunk(b"caBX", store) + png[pos + 12 + length :]
         pos += 12 + length
     raise AssertionError("no caBX chunk")
-
-
-def _bomb_png() -> bytes:
-    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[str, Any], tmp_path: Path) -> None:
@@ -143,7 +132,7 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
     Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(wild / "foreign.png")
     (wild / "garbage.png").write_bytes(os.urandom(5000))
     (wild / "truncated.png").write_bytes(a_bytes[: len(a_bytes) // 2])
-    (wild / "bomb.png").write_bytes(_bomb_png())
+    (wild / "bomb.png").write_bytes(bomb_png())
     (wild / "<img src=x onerror=alert(1)>.png").write_bytes(b"<b>not an image</b>")
 
     code, results = _audit(env, tmp_path, str(wild), html=True)
