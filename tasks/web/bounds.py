@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import HTTPException
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # uvicorn's h11 parser refuses a request line and headers over 16 KiB by answering 400 and closing while the client
@@ -53,40 +54,59 @@ def validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) + "."
 
 
-class BodyTooLarge(HTTPException):
-    """A request body over its route's limit: 413 with the limit."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the request body is over the limit of {limit} bytes.")
-
-
 class BodyLimit:
-    """ASGI middleware: a body over the limit (by Content-Length before any byte is read, else while reading) fails
-    the read with BodyTooLarge, so the app answers 413 and never holds more than the limit in memory."""
+    """ASGI middleware: reads each request body before the app and refuses one over the limit with a JSON 413, by
+    Content-Length before a byte is read, else as soon as the bytes read pass it; the app gets the body replayed."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, per_path: Mapping[str, int] | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        per_path: Mapping[str, int] | None = None,
+        error_key: str = "detail",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.per_path = dict(per_path or {})
+        self.error_key = error_key
+        self.headers = dict(headers or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.per_path.get(scope["path"], self.max_bytes)
-        headers = dict(scope["headers"])
-        declared = headers.get(b"content-length", b"").strip()
-        received = 0
-
-        async def capped() -> Message:
-            nonlocal received
-            if declared.isdigit() and int(declared) > limit:
-                raise BodyTooLarge(limit)
+        declared = dict(scope["headers"]).get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > limit:
+            await self._refuse(send, limit)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away before sending the whole body: nobody to answer
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._refuse(send, limit)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        await self.app(scope, capped, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send, limit: int) -> None:
+        message = f"the request body is over the limit of {limit} bytes."
+        response = JSONResponse({self.error_key: message}, status_code=413, headers=self.headers)
+        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
+        await send({"type": "http.response.body", "body": response.body})

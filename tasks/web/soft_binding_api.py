@@ -229,7 +229,7 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
     async def match_content(request: Request, alg: str | None = Query(None), limit: int = Depends(max_results)) -> Any:
         """Manifest ids of the asset whose watermark the uploaded image carries."""
         method = method_of(alg or None)
-        data = await request.body()  # BodyLimit caps it at max_body_bytes while it is read
+        data = await request.body()  # BodyLimit has refused one over max_body_bytes (413)
         check_upload(data)
         payload = await run_in_threadpool(decode, data, method)
         if payload is None:
