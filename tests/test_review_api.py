@@ -403,8 +403,9 @@ def test_images_come_only_from_the_runs_own_directory(
         "/static/..%2Fapp.py",
         "/static/%2e%2e/app.py",
     ]
+    malformed = {f"/runs/{run_id}/candidates/%2e%2e/image"}  # '..' is no candidate id: 400 names the format
     for url in attempts:
-        assert client.get(url).status_code == 404, url
+        assert client.get(url).status_code == (400 if url in malformed else 404), url
     own_image = Path(str(client.app.state.ledger.candidates(run_id)[0].image_path))
     link = own_image.parent / "link-outside.png"
     link.unlink(missing_ok=True)
