@@ -112,11 +112,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from policies.model import load_policy
+    from tasks.web.bounds import server_options
     from tasks.web.soft_binding_api import create_app
 
     policy = load_policy(Path(args.policy) if args.policy else None)
     print(f"Soft-binding resolution API on http://{args.host}:{args.port} (read-only; Ctrl-C to stop)")
-    uvicorn.run(create_app(policy), host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(create_app(policy), host=args.host, port=args.port, log_level="warning", **server_options())
     return 0
 
 

@@ -117,6 +117,7 @@ def cmd_review(args: argparse.Namespace) -> int:
     from policies.model import Policy, load_policy
     from tasks.core.errors import ReviewError
     from tasks.storage.ledger import Ledger
+    from tasks.web.bounds import server_options
     from tasks.web.review.app import create_app
 
     policy = load_policy(Path(args.policy) if args.policy else None)
@@ -147,6 +148,7 @@ def cmd_review(args: argparse.Namespace) -> int:
         access_log=getattr(args, "verbose", False),
         server_header=False,
         proxy_headers=False,
+        **server_options(),
     )
     try:
         uvicorn.Server(config).run(sockets=[sock])

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,3 +127,42 @@ def sign_decoy_credential(png: bytes, keys_dir: Path) -> tuple[bytes, Path]:
     with credentials.load_signer(foreign) as signer:
         definition = credentials.build_manifest_definition(facts, foreign, decoy)
         return credentials.sign_asset(png, "image/png", definition, signer), Path(other.trust_anchor)
+
+
+@contextlib.contextmanager
+def serve_on_loopback(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn, as the CLI configures it, on 127.0.0.1 and a free port; yields the base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from cli.review import bind
+    from tasks.web.bounds import server_options
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, **server_options()))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started:
+            assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png(side: int = 100_000) -> bytes:
+    """A PNG of a few bytes whose header claims side x side pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")

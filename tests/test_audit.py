@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import run_isolated, sign_decoy_credential, work_ledger, write
+from conftest import bomb_png, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
 from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
@@ -68,25 +67,15 @@ def _audit(env: dict[str, Any], tmp_path: Path, *targets: str, html: bool = Fals
     return code, {Path(r["object"]).name if not r["object"].startswith("s3://") else r["object"]: r for r in results}
 
 
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
 def _replace_cabx(png: bytes, store: bytes) -> bytes:
     """`png` with its caBX chunk (the C2PA manifest store) replaced by `store`."""
     pos = 8
     while pos < len(png):
         length, kind = struct.unpack(">I4s", png[pos : pos + 8])
         if kind == b"caBX":
-            return png[:pos] + _png_chunk(b"caBX", store) + png[pos + 12 + length :]
+            return png[:pos] + png_chunk(b"caBX", store) + png[pos + 12 + length :]
         pos += 12 + length
     raise AssertionError("no caBX chunk")
-
-
-def _bomb_png() -> bytes:
-    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
 
 
 def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[str, Any], tmp_path: Path) -> None:
@@ -143,7 +132,7 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
     Image.frombytes("RGB", (300, 300), os.urandom(300 * 300 * 3)).save(wild / "foreign.png")
     (wild / "garbage.png").write_bytes(os.urandom(5000))
     (wild / "truncated.png").write_bytes(a_bytes[: len(a_bytes) // 2])
-    (wild / "bomb.png").write_bytes(_bomb_png())
+    (wild / "bomb.png").write_bytes(bomb_png())
     (wild / "<img src=x onerror=alert(1)>.png").write_bytes(b"<b>not an image</b>")
 
     code, results = _audit(env, tmp_path, str(wild), html=True)
@@ -332,3 +321,64 @@ def test_development_signed_assets_never_read_trusted(env: dict[str, Any], capsy
         assert "Trusted" not in text and "style=" not in page.text
     assert trust.DEVELOPMENT in page.text
     assert 'class="dev-banner"' not in client.get("/").text  # no run, no banner
+
+
+def _odd_folder(root: Path, image: Path) -> dict[str, str]:
+    """A folder of regular files and entries that are not: what each non-file's reason must say."""
+    root.mkdir()
+    shutil.copy(image, root / "good.png")
+    (root / "notes.txt").write_text("hello")
+    (root / "sub").mkdir()
+    shutil.copy(image, root / "sub" / "nested.png")
+    (root / "loop-a").symlink_to("loop-b")
+    (root / "loop-b").symlink_to("loop-a")
+    (root / "self").symlink_to("self")
+    (root / "dangling.png").symlink_to("gone.png")
+    os.mkfifo(root / "pipe")
+    (root / "pipe-link").symlink_to("pipe")
+    (root / "folder-link").symlink_to("sub")
+    (root / "file-link.png").symlink_to("good.png")
+    return {
+        "loop-a": "symbolic link loop",
+        "loop-b": "symbolic link loop",
+        "self": "symbolic link loop",
+        "dangling.png": "dangling symbolic link to gone.png",
+        "pipe": "not a regular file (FIFO)",
+        "pipe-link": "not a regular file (FIFO)",
+        "folder-link": "symbolic link to the directory sub, not followed",
+    }
+
+
+def test_every_folder_entry_is_reported_even_links_and_fifos(
+    env: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    from policies.model import load_policy
+    from tasks.inspection.audit import run_audit
+
+    folder = tmp_path / "odd"
+    odd = _odd_folder(folder, _published(env, env["assets"][0]))
+    policy = load_policy(env["policy"])
+    found: list[Any] = []
+    # A FIFO opened for reading would block forever: the audit runs beside the test, which gives up on it.
+    worker = threading.Thread(
+        target=lambda: found.append(run_audit([str(folder)], policy, None, record=False)), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=120)
+    assert found, "the audit did not finish: it blocked on an entry"
+    summary = found[0]
+    names = {Path(r.object).name: r for r in summary.results}
+    assert summary.to_dict()["objects"] == len(names) == 11
+    for name, why in odd.items():
+        assert names[name].verdict == "unreadable" and names[name].reasons[0].startswith(why), name
+    assert {n: names[n].verdict for n in ("good.png", "nested.png", "file-link.png")} == dict.fromkeys(
+        ("good.png", "nested.png", "file-link.png"), "verified"
+    )
+    assert names["notes.txt"].verdict == "unreadable" and summary.counts["unreadable"] == 8
+
+    code, results = _audit(env, tmp_path, str(folder))  # the CLI: a line and a count for each of the 11
+    assert code == 0 and len(results) == 11 and "11 objects audited" in capsys.readouterr().out
+    assert {name: results[name]["reasons"][0][: len(why)] for name, why in odd.items()} == odd
+    assert main(["audit", str(folder / "pipe"), "--policy", str(env["policy"])]) == 2  # named alone: a usage error

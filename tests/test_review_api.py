@@ -12,6 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from cli.main import main
 from cli.review import start_delivery
-from conftest import REPO, write
+from conftest import REPO, serve_on_loopback, write
 from policies.model import Policy, load_policy
 from tasks.core.states import CandidateState, can_transition
 from tasks.stages.delivery import last_delivery
@@ -402,8 +403,9 @@ def test_images_come_only_from_the_runs_own_directory(
         "/static/..%2Fapp.py",
         "/static/%2e%2e/app.py",
     ]
+    malformed = {f"/runs/{run_id}/candidates/%2e%2e/image"}  # '..' is no candidate id: 400 names the format
     for url in attempts:
-        assert client.get(url).status_code == 404, url
+        assert client.get(url).status_code == (400 if url in malformed else 404), url
     own_image = Path(str(client.app.state.ledger.candidates(run_id)[0].image_path))
     link = own_image.parent / "link-outside.png"
     link.unlink(missing_ok=True)
@@ -753,3 +755,115 @@ def test_undo_transitions_are_allowed_only_back_to_an_undecided_state() -> None:
             assert can_transition(decided, earlier)
     for later in (CandidateState.FINALIZED, CandidateState.PUBLISHED):
         assert not can_transition(later, CandidateState.SELECTED)
+
+
+def _ledger_dump(ledger_url: str) -> list[str]:
+    """Every row of the ledger file, as SQL: equal dumps mean nothing was written."""
+    connection = sqlite3.connect(ledger_url.removeprefix("sqlite:///"))
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
+def _refused(response: Any, status: int, *words: str) -> None:
+    """A 4xx whose short message (JSON error, or the page) names every word."""
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    message = response.json()["error"] if response.headers["content-type"].startswith("application/json") else ""
+    message = message or response.text
+    assert all(word in message for word in words), message[:500]
+    if response.headers["content-type"].startswith("application/json"):
+        assert len(message) < 400, message  # a hostile value is quoted short, never echoed whole
+
+
+def test_hostile_fields_are_refused_and_the_ledger_is_unchanged(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    from tasks.web.review.security import MAX_FORM_BYTES
+
+    csrf = login(client)
+    run_id = produced["run_id"]
+    cid = next(r for r in Ledger.open(ledger_url).candidates(run_id) if r.state == "selected").candidate_id
+    decide = f"/runs/{run_id}/candidates/{cid}/decision"
+    headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+    before = _ledger_dump(ledger_url)
+
+    def post(url: str, **kwargs: Any) -> Any:
+        return client.post(url, headers={**headers, **kwargs.pop("headers", {})}, **kwargs)
+
+    _refused(post(decide, json={"decision": "maybe" * 10_000}), 400, "approve, reject")
+    _refused(post(decide, json={"decision": "approve", "comment": "x" * 2001}), 400, "comment", "at most 2000")
+    _refused(post(decide, json={"decision": "approve", "comment": "a\x00b"}), 400, "comment", "control character")
+    _refused(post(decide, json={"decision": "reject", "override_reason": "\x1b[2J"}), 400, "control character")
+    _refused(post(decide, json={"decision": 1}), 400, "decision must be a string")
+    _refused(post(decide, json={"decision": ["approve"]}), 400, "decision must be a string")
+    _refused(post(decide, json={"decision": "approve", "comment": {"$gt": ""}}), 400, "comment must be a string")
+    _refused(post(decide, json={"decision": "approve", "comments": "typo"}), 400, "unknown field", "comment,")
+    _refused(post(decide, json={"decision": "approve", "show": "../../etc"}), 400, "unknown filter", "pending")
+    _refused(post(decide, json=["decision", "approve"]), 400, "JSON object")
+    _refused(post(decide, content=b"[" * 50_000, headers={"content-type": "application/json"}), 400, "not valid JSON")
+    _refused(post(decide, content=b"decision=\xff\xfe", headers={"content-type": FORM}), 400, "UTF-8")
+    _refused(post(decide, content=b"decision=approve", headers={"content-type": "text/plain"}), 415, "urlencoded")
+    too_big = {"decision": "approve", "override_reason": "x" * (MAX_FORM_BYTES + 1)}
+    _refused(post(decide, json=too_big), 413, str(MAX_FORM_BYTES))
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: refused while read
+        yield b'{"decision": "approve", "comment": "'
+        for _ in range(20):
+            yield b"x" * 10_000
+
+    _refused(post(decide, content=chunks(), headers={"content-type": "application/json"}), 413, "limit")
+    twice = f"decision=approve&decision=reject&csrf_token={csrf}".encode()
+    _refused(client.post(decide, content=twice, headers={"content-type": FORM}), 400, "decision", "more than once")
+    form_too_big = f"csrf_token={csrf}&comment={'x' * MAX_FORM_BYTES}&decision=approve".encode()
+    _refused(client.post(decide, content=form_too_big, headers={"content-type": FORM}), 413, "limit")
+    _refused(post(f"/runs/{run_id}/candidates/{cid}/undo", json={"show": "everything"}), 400, "unknown filter")
+    _refused(post(f"/runs/{run_id}/approve-top-k", json={"comment": 5}), 400, "comment must be a string")
+    _refused(post(f"/runs/{run_id}/approve-top-k", json={"comment": "ok", "top_k": 99}), 400, "unknown field")
+    _refused(post(f"/runs/{run_id}/finalize", json={"force": True}), 400, "unknown field")
+    assert _ledger_dump(ledger_url) == before
+    assert post(decide, json={"decision": "approve", "comment": "fine\nby me"}).status_code == 200  # still works
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_hostile_paths_and_query_parameters_are_refused(
+    client: TestClient, ledger_url: str, produced: dict[str, Any]
+) -> None:
+    csrf = login(client)
+    run_id = produced["run_id"]
+    cid = Ledger.open(ledger_url).candidates(run_id)[0].candidate_id
+    json_accept = {"Accept": "application/json"}
+    before = _ledger_dump(ledger_url)
+    for bad in ("...", ".env", "a" * 97, "run%00id", "run%20id", "..%5C..%5Cwindows", "x;rm", "%E2%80%AE"):
+        for url in (f"/runs/{bad}", f"/api/runs/{bad}/summary", f"/runs/{run_id}/candidates/{bad}/image"):
+            _refused(client.get(url, headers=json_accept), 400, "is not a", "96 letters, digits")
+        refused = client.post(f"/runs/{bad}/finalize", json={}, headers={"X-CSRF-Token": csrf, **json_accept})
+        _refused(refused, 400, "is not a run id")
+    page = client.get(f"/runs/{run_id}/candidates/..%2F..%2F..%2Fetc%2Fpasswd/image")
+    assert page.status_code == 404 and "root:" not in page.text  # a slash never reaches an id
+    _refused(client.get(f"/runs/{run_id}?show={'x' * 60_000}"), 400, "unknown filter", "pending, flagged")
+    _refused(client.get(f"/api/runs/{run_id}/candidates?show=%00"), 400, "unknown filter")
+    _refused(client.get(f"/runs/{run_id}/candidates/{cid}/image?thumb=maybe"), 400, "query parameter thumb")
+    _refused(client.get(f"/runs/{run_id}/candidates/{cid}/image?thumb=-1", headers=json_accept), 400, "thumb")
+    assert client.get(f"/runs/{run_id}/candidates/{cid}/image?thumb=true").status_code == 200
+    assert client.get("/runs/no-such-run").status_code == 404  # well formed but unknown: not found
+    assert _ledger_dump(ledger_url) == before
+
+
+def test_an_over_long_url_gets_an_answer_over_a_real_socket(ledger_url: str, produced: dict[str, Any]) -> None:
+    import http.client
+    from urllib.parse import urlsplit
+
+    app = make_client(ledger_url, produced["policy"]).app
+    with serve_on_loopback(app) as base:
+        connection = http.client.HTTPConnection(str(urlsplit(base).netloc), timeout=60)
+        try:
+            target = f"/api/runs/{produced['run_id']}/candidates?show={'x' * 1_000_000}"
+            connection.request("GET", target, headers={"Authorization": f"Bearer {TOKEN}"})
+            response = connection.getresponse()
+            status, body = response.status, response.read().decode()
+        finally:
+            connection.close()
+    assert status == 400 and "unknown filter" in body and len(body) < 400

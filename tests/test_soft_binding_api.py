@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import write
+from conftest import bomb_png, serve_on_loopback, write
 from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
@@ -109,3 +109,103 @@ def test_read_only(served: dict[str, Any]) -> None:
     client, asset = served["client"], served["asset"]
     assert client.delete(f"/manifests/{asset.manifest_label}").status_code == 405
     assert client.put(f"/manifests/{asset.manifest_label}", content=b"x").status_code == 405
+
+
+def _refused(response: Any, status: int, *words: str) -> None:
+    """A JSON refusal with `status` whose one-paragraph detail names every word."""
+    assert response.status_code == status, (response.status_code, response.text[:300])
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and all(word in detail for word in words), detail
+
+
+def test_max_results_is_bounded(served: dict[str, Any]) -> None:
+    from tasks.web.soft_binding_api import MAX_RESULTS
+
+    client, asset = served["client"], served["asset"]
+    query = {"alg": ALG, "value": asset.payload_hex}
+    for bad in (0, -5, MAX_RESULTS + 1, 10**30):
+        _refused(client.get("/matches/byBinding", params={**query, "maxResults": bad}), 400, f"1 to {MAX_RESULTS}")
+        url = f"/matches/byBinding?maxResults={bad}"
+        _refused(client.post(url, json=query), 400, "maxResults", f"1 to {MAX_RESULTS}")
+        _refused(client.post(f"/matches/byContent?maxResults={bad}", content=b"x"), 400, f"1 to {MAX_RESULTS}")
+    _refused(client.get("/matches/byBinding", params={**query, "maxResults": "ten"}), 400, "maxResults", "'ten'")
+    for good in (1, MAX_RESULTS):
+        found = client.get("/matches/byBinding", params={**query, "maxResults": good}).json()["matches"]
+        assert [m["manifestId"] for m in found] == [asset.manifest_label]
+
+
+class _Answer:
+    """An HTTP answer read off a plain socket connection (httpx refuses URLs over 64 KiB before sending them)."""
+
+    def __init__(self, base: str, method: str, target: str, body: bytes | None = None) -> None:
+        import http.client
+        from urllib.parse import urlsplit
+
+        connection = http.client.HTTPConnection(str(urlsplit(base).netloc), timeout=60)
+        try:
+            headers = {"content-type": "application/json"} if body is not None else {}
+            connection.request(method, target, body=body, headers=headers)
+            response = connection.getresponse()
+            self.status_code, self.text = response.status, response.read().decode("utf-8", "replace")
+        finally:
+            connection.close()
+
+    def json(self) -> Any:
+        """The body as JSON."""
+        return json.loads(self.text)
+
+
+def test_over_long_values_get_an_answer_over_a_real_socket(served: dict[str, Any]) -> None:
+    """A million-character value once reset the connection (h11's 16 KiB head limit); now it is a 414 in words."""
+    from urllib.parse import urlencode
+
+    from tasks.web.soft_binding_api import MAX_NAME_CHARS, MAX_VALUE_CHARS
+
+    def get(path: str, **query: str) -> _Answer:
+        return _Answer(base, "GET", f"{path}?{urlencode(query)}" if query else path)
+
+    with serve_on_loopback(served["client"].app) as base:
+        huge = "A" * 1_000_000
+        _refused(get("/matches/byBinding", alg=ALG, value=huge), 414, str(MAX_VALUE_CHARS), "1000000 characters")
+        _refused(get("/matches/byBinding", alg=ALG, value="A" * (MAX_VALUE_CHARS + 1)), 414, "at most")
+        body = json.dumps({"alg": ALG, "value": "A" * (MAX_VALUE_CHARS + 1)}).encode()
+        _refused(_Answer(base, "POST", "/matches/byBinding", body), 400, str(MAX_VALUE_CHARS))
+        _refused(get("/matches/byBinding", alg=huge, value="AA"), 400, "alg", str(MAX_NAME_CHARS))
+        _refused(get("/manifests/" + "u" * 500_000), 400, "manifestId", str(MAX_NAME_CHARS))
+        _refused(get("/manifests/urn:c2pa:x%00y"), 400, "manifestId", "control character")
+        _refused(get("/matches/byBinding", alg=ALG, value="AA\x00AA"), 400, "not a dwtDctSvd")
+        asset = served["asset"]
+        found = get("/matches/byBinding", alg=ALG, value=str(asset.payload_hex)).json()
+        assert found == {"matches": [{"manifestId": asset.manifest_label, "similarityScore": 100}]}  # still serving
+
+
+def test_query_bodies_are_bounded_and_typed(served: dict[str, Any]) -> None:
+    from tasks.web.soft_binding_api import MAX_QUERY_BODY_BYTES
+
+    client = served["client"]
+    _refused(client.post("/matches/byBinding", json={"alg": ALG, "value": "A" * 10_000}), 413, "request body")
+    _refused(client.post("/matches/byBinding", json=[ALG, "AA"]), 400, "body")
+    _refused(client.post("/matches/byBinding", json={"alg": 5, "value": "AA"}), 400, "string fields")
+    deep = client.post("/matches/byBinding", content=b"[" * (MAX_QUERY_BODY_BYTES - 1), headers=JSON)
+    assert 400 <= deep.status_code < 500 and deep.json()["detail"]
+    _refused(client.post("/matches/byBinding", content=b"{not json", headers=JSON), 400, "body")
+
+
+JSON = {"content-type": "application/json"}
+
+
+def test_uploads_are_bounded_in_size_type_and_pixels(served: dict[str, Any]) -> None:
+    from tasks.inspection.engine import MAX_PIXELS
+
+    client = served["client"]  # its app caps uploads at 2,000,000 bytes
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the cap applies while the body is read
+        yield b"\x89PNG\r\n\x1a\n"
+        for _ in range(40):
+            yield bytes(100_000)
+
+    _refused(client.post("/matches/byContent", content=chunks()), 413, "2000000 bytes")
+    _refused(client.post("/matches/byContent", content=b"GIF89a" + bytes(100)), 415, "PNG, JPEG or WebP")
+    _refused(client.post("/matches/byContent", content=b"\x89PNG\r\n\x1a\n" + bytes(50)), 415, "cannot be decoded")
+    _refused(client.post("/matches/byContent", content=bomb_png()), 413, "10000000000 pixels", str(MAX_PIXELS))
+    _refused(client.post("/matches/byContent?alg=" + "x" * 5000, content=bomb_png()), 400, "alg")

@@ -12,7 +12,8 @@ evidence behind it:
 - ``mismatch``: credential, watermark, location or metadata point to different assets (a transplanted credential).
 - ``untrusted``: a valid AssetMint credential (or a marked image) signed by a signer outside the trust anchors.
 - ``not_ours``: neither a resolving watermark nor an AssetMint credential.
-- ``unreadable``: not an image, truncated or corrupt, a decompression bomb, or the object could not be fetched.
+- ``unreadable``: not an image, truncated or corrupt, a decompression bomb, the object could not be fetched, or a
+  folder entry is no regular file (a symbolic link loop, a dangling link, a link to a folder, a FIFO: never opened).
 
 One bad object never stops an audit: every failure becomes that object's verdict. The evidence comes from the
 inspection engine (`tasks.inspection.engine.inspect_bytes`); `audit_view` only turns it into the verdict.
@@ -21,8 +22,11 @@ inspection engine (`tasks.inspection.engine.inspect_bytes`); `audit_view` only t
 from __future__ import annotations
 
 import base64
+import errno
 import io
 import json
+import os
+import stat
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -80,6 +84,9 @@ class AuditItem:
 
 
 def _read_file(path: Path) -> tuple[bytes, dict[str, str]]:
+    why = why_not_a_file(path)  # checked again here: the entry may have changed since it was listed
+    if why is not None:
+        raise Unreadable(why)
     size = path.stat().st_size
     if size > MAX_OBJECT_BYTES:
         raise Unreadable(f"the file is {size} bytes, over the audit limit of {MAX_OBJECT_BYTES}")
@@ -92,6 +99,64 @@ def _read_sidecar_file(path: Path) -> dict[str, Any] | None:
         return None
     loaded = json.loads(sidecar.read_text(encoding="utf-8"))
     return loaded if isinstance(loaded, dict) else None
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISFIFO, "FIFO"),
+    (stat.S_ISSOCK, "socket"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+)
+
+
+def why_not_a_file(path: Path) -> str | None:
+    """Why `path` cannot be read as a file (a link loop, a dangling link, a FIFO...); None for a regular file.
+
+    Only stat and readlink: a FIFO is never opened, so it cannot block the audit.
+    """
+    try:
+        mode = os.stat(path).st_mode  # follows symbolic links
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop"
+        if os.path.islink(path):
+            return f"dangling symbolic link to {os.readlink(path)}"
+        return f"cannot read it: {exc.strerror or exc}"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "unknown kind")
+    if kind == "directory" and os.path.islink(path):
+        return f"symbolic link to the directory {os.readlink(path)}, not followed (audit that directory itself)"
+    return f"not a regular file ({kind})"
+
+
+def _unreadable_item(target: str, path: Path, why: str) -> AuditItem:
+    """An entry that gets the verdict unreadable for `why` without ever being opened."""
+
+    def refuse() -> tuple[bytes, dict[str, str]]:
+        raise Unreadable(why)
+
+    return AuditItem(target=target, name=str(path), location=("file", os.path.abspath(path)), fetch=refuse)
+
+
+def _folder_items(target: str, folder: Path) -> list[AuditItem]:
+    """Every entry under `folder` except hidden ones and sidecars: regular files, and what is not one (unreadable)."""
+    items: list[AuditItem] = []
+
+    def unlisted(exc: OSError) -> None:
+        name = Path(exc.filename or folder)
+        items.append(_unreadable_item(target, name, f"cannot list this folder: {exc.strerror or exc}"))
+
+    for parent, dirs, files in os.walk(folder, onerror=unlisted):  # symbolic links to folders are not descended
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in [*files, *(d for d in dirs if os.path.islink(os.path.join(parent, d)))]:
+            child = Path(parent, name)
+            if name.startswith(".") or name.endswith(SIDECAR_SUFFIX):
+                continue
+            why = why_not_a_file(child)
+            items.append(_file_item(target, child) if why is None else _unreadable_item(target, child, why))
+    return sorted(items, key=lambda item: item.name)
 
 
 def _file_item(target: str, path: Path) -> AuditItem:
@@ -171,14 +236,12 @@ def list_items(targets: Sequence[str], policy: Policy, s3_client: Any = None) ->
             continue
         path = Path(target).expanduser()
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-                if child.is_file() and not hidden and not child.name.endswith(SIDECAR_SUFFIX):
-                    items.append(_file_item(target, child))
+            items.extend(_folder_items(target, path))
         elif path.is_file():
             items.append(_file_item(target, path))
         else:
-            raise AuditTargetError(f"audit target {target!r} is not a file, a folder or an s3://bucket/prefix URI")
+            why = f" ({why_not_a_file(path)})" if os.path.lexists(path) else ""
+            raise AuditTargetError(f"audit target {target!r} is not a file, a folder or an s3://bucket/prefix URI{why}")
     return items
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,10 @@ JUMBF_C2PA_LABEL = b"jumdc2pa"
 
 class Unreadable(Exception):
     """These bytes cannot be inspected (fetched, parsed or decoded); the message says why."""
+
+
+class ImageTooLarge(Unreadable):
+    """An image whose header claims more than MAX_PIXELS pixels (a decompression bomb): it is never decoded."""
 
 
 # --- the ledger, indexed once ---------------------------------------------------------------------------------------
@@ -186,23 +191,41 @@ def install_bomb_guard() -> None:
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
-def open_image(data: bytes) -> Image.Image:
-    """Decode image bytes fully, refusing bombs (over MAX_PIXELS) and truncated or corrupt data with Unreadable."""
+def _bomb(exc: Exception) -> ImageTooLarge:
+    """Pillow's bomb refusal in our terms (its text names its own limit, twice MAX_IMAGE_PIXELS, not ours)."""
+    claimed = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = f"{claimed.group(1)} pixels" if claimed else "too many pixels"
+    return ImageTooLarge(f"decompression bomb: the image claims {pixels}, over the limit of {MAX_PIXELS} pixels")
+
+
+def open_header(data: bytes) -> Image.Image:
+    """Open image bytes reading only the header: ImageTooLarge over MAX_PIXELS, Unreadable when no image opens."""
     from PIL import Image
 
     try:
         image = Image.open(io.BytesIO(data))
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise Unreadable(f"decompression bomb: {width}x{height} px is over the audit limit of {MAX_PIXELS} pixels")
-        image.load()
-        return image
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise Unreadable(f"decompression bomb: {exc}") from None
-    except Unreadable:
-        raise
+        raise _bomb(exc) from None
     except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds for corrupt data (OSError, SyntaxError, ...)
         raise Unreadable(f"the image cannot be decoded: {exc.__class__.__name__}: {exc}") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(f"decompression bomb: {width}x{height} px is over the limit of {MAX_PIXELS} pixels")
+    return image
+
+
+def open_image(data: bytes) -> Image.Image:
+    """Decode image bytes fully, refusing bombs (over MAX_PIXELS) and truncated or corrupt data with Unreadable."""
+    from PIL import Image
+
+    image = open_header(data)
+    try:
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _bomb(exc) from None
+    except Exception as exc:  # noqa: BLE001 - as in open_header
+        raise Unreadable(f"the image cannot be decoded: {exc.__class__.__name__}: {exc}") from None
+    return image
 
 
 def size_of(value: Any) -> tuple[int, int] | None:

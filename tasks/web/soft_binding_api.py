@@ -10,7 +10,10 @@ recorded at finalization.
 
 Read-only (lookups only), no authentication (it serves what published assets already carry), separate from the
 review server. FastAPI is imported at module level (route annotations are resolved against this module); import
-this module only to serve. Request bodies are capped (413); only images are decoded (415), with the audit's bomb guard.
+this module only to serve. Inputs are bounded (`tasks.web.bounds`): ``maxResults`` from 1 to MAX_RESULTS, a binding
+``value`` of at most MAX_VALUE_CHARS characters (414 in a URL, 400 in a body), ``alg`` and manifest ids of at most
+MAX_NAME_CHARS, request bodies capped while read (413); only PNG, JPEG or WebP images are decoded (415), and one whose
+header claims more than the audit's MAX_PIXELS is refused before decoding (413). Every refusal is JSON ``{"detail"}``.
 """
 
 from __future__ import annotations
@@ -22,19 +25,35 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from tasks.core.media import SNIFFABLE, sniff_mime
 from tasks.inspection.audit import manifest_store_bytes
-from tasks.inspection.engine import InspectionContext, LedgerIndex, inspect_bytes, install_bomb_guard
+from tasks.inspection.engine import (
+    ImageTooLarge,
+    InspectionContext,
+    LedgerIndex,
+    Unreadable,
+    inspect_bytes,
+    install_bomb_guard,
+    open_header,
+)
+from tasks.web.bounds import BodyLimit, check_text, quoted, validation_message
 
 if TYPE_CHECKING:
     from policies.model import Policy
     from tasks.storage.ledger import AssetRow, Ledger
 
-MAX_BODY_BYTES = 20 * 1024 * 1024
+MAX_BODY_BYTES = 20 * 1024 * 1024  # an uploaded image (/matches/byContent)
+MAX_QUERY_BODY_BYTES = 4 * 1024  # a JSON soft binding query {alg, value}
+DEFAULT_RESULTS = 10  # the specification's default
+MAX_RESULTS = 100  # the specification sets no maximum; one watermark resolves to one asset, so 100 is generous
+# A binding value is base64 (12 characters) or hex (16) of a 64-bit payload at most; 64 leaves room for padding.
+MAX_VALUE_CHARS = 64
+MAX_NAME_CHARS = 256  # an alg name, a manifest id (urn:c2pa:<uuid>...)
 INDEX_TTL_S = 5.0
 MANIFEST_MEDIA_TYPE = "application/c2pa"
 
@@ -120,6 +139,27 @@ def _store_from_asset(asset: AssetRow, policy: Policy) -> bytes | None:
     return None
 
 
+def max_results(
+    value: int = Query(DEFAULT_RESULTS, alias="maxResults", description=f"1 to {MAX_RESULTS}"),
+) -> int:
+    """The maxResults query parameter, from 1 to MAX_RESULTS; 400 naming the range otherwise."""
+    if not 1 <= value <= MAX_RESULTS:
+        raise HTTPException(400, f"maxResults must be from 1 to {MAX_RESULTS}, got {value}.")
+    return value
+
+
+def check_upload(data: bytes) -> None:
+    """Refuse an upload that is not a PNG, JPEG or WebP image (415) or whose header claims too many pixels (413)."""
+    if sniff_mime(data) is None:
+        raise HTTPException(415, f"the body is not a {SNIFFABLE} image.")
+    try:
+        open_header(data)  # the header only: a bomb is refused before any pixel is decoded
+    except ImageTooLarge as exc:
+        raise HTTPException(413, f"{exc}.") from None
+    except Unreadable as exc:
+        raise HTTPException(415, f"{exc}.") from None
+
+
 def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving soft-binding lookups from the ledger the policy names (or `ledger`)."""
     from tasks.provenance.watermark import WatermarkMethod
@@ -134,6 +174,11 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
         description="C2PA Soft Binding Resolution API over the AssetMint ledger (read-only).",
         version="1.0.0",
     )
+    app.add_middleware(BodyLimit, max_bytes=MAX_QUERY_BODY_BYTES, per_path={"/matches/byContent": max_body_bytes})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc)}, status_code=400)  # the specification's 400
 
     def by_payload(payload: str, limit: int) -> dict[str, Any]:
         index = cache.get()
@@ -142,13 +187,25 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
         key = index.by_payload.get(payload)
         return _matches([index.by_key[key][0]] if key is not None else [], limit)
 
-    def binding(alg: str, value: str, limit: int) -> dict[str, Any]:
-        method = _method_of(alg, default_method)
+    def method_of(alg: str | None) -> str | None:
+        if alg is None:
+            return None
+        method = _method_of(check_text("alg", alg, MAX_NAME_CHARS), default_method)
         if method is None:
-            raise HTTPException(400, f"unsupported soft binding algorithm {alg!r}; see /services/supportedAlgorithms")
+            raise HTTPException(
+                400, f"unsupported soft binding algorithm {quoted(alg)}; see /services/supportedAlgorithms."
+            )
+        return method
+
+    def binding(alg: str, value: str, limit: int, too_long: int) -> dict[str, Any]:
+        method = str(method_of(alg))
+        if len(value) > MAX_VALUE_CHARS:
+            raise HTTPException(
+                too_long, f"value is {len(value)} characters long; a binding value is at most {MAX_VALUE_CHARS}."
+            )
         payload = _payload_hex(value, method)
         if payload is None:
-            raise HTTPException(400, f"value is not a {method} payload (base64 of its bytes, or hex)")
+            raise HTTPException(400, f"value {quoted(value)} is not a {method} payload (base64 of its bytes, or hex).")
         return by_payload(payload, limit)
 
     @app.get("/services/supportedAlgorithms")
@@ -157,45 +214,27 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
         return {"watermarks": [{"alg": WATERMARK_ALG_PREFIX + m.value} for m in WatermarkMethod], "fingerprints": []}
 
     @app.get("/matches/byBinding")
-    def match_binding(
-        alg: str = Query(...), value: str = Query(...), max_results: int = Query(10, alias="maxResults", ge=1)
-    ) -> dict[str, Any]:
+    def match_binding(alg: str = Query(...), value: str = Query(...), limit: int = Depends(max_results)) -> Any:
         """Manifest ids whose soft binding equals the given one."""
-        return binding(alg, value, max_results)
+        return binding(alg, value, limit, too_long=414)  # the specification's "query too long"
 
     @app.post("/matches/byBinding")
-    def match_binding_post(query: dict[str, Any], max_results: int = Query(10, alias="maxResults", ge=1)) -> Any:
+    def match_binding_post(query: dict[str, Any], limit: int = Depends(max_results)) -> Any:
         """The same lookup with the query as a JSON body {alg, value}."""
         if not isinstance(query.get("alg"), str) or not isinstance(query.get("value"), str):
-            raise HTTPException(400, "the body must be a JSON object with string fields alg and value")
-        return binding(query["alg"], query["value"], max_results)
+            raise HTTPException(400, "the body must be a JSON object with string fields alg and value.")
+        return binding(query["alg"], query["value"], limit, too_long=400)
 
     @app.post("/matches/byContent")
-    async def match_content(
-        request: Request,
-        alg: str | None = Query(None),
-        max_results: int = Query(10, alias="maxResults", ge=1),
-    ) -> Any:
+    async def match_content(request: Request, alg: str | None = Query(None), limit: int = Depends(max_results)) -> Any:
         """Manifest ids of the asset whose watermark the uploaded image carries."""
-        method = _method_of(alg, default_method) if alg else None
-        if alg and method is None:
-            raise HTTPException(400, f"unsupported soft binding algorithm {alg!r}; see /services/supportedAlgorithms")
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_body_bytes:
-            return JSONResponse({"detail": f"the body is over {max_body_bytes} bytes"}, status_code=413)
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > max_body_bytes:
-                return JSONResponse({"detail": f"the body is over {max_body_bytes} bytes"}, status_code=413)
-            chunks.append(chunk)
-        data = b"".join(chunks)
-        if sniff_mime(data) is None:
-            return JSONResponse({"detail": f"the body is not a {SNIFFABLE} image"}, status_code=415)
+        method = method_of(alg or None)
+        data = await request.body()  # BodyLimit has refused one over max_body_bytes (413)
+        check_upload(data)
         payload = await run_in_threadpool(decode, data, method)
         if payload is None:
             return {"matches": []}
-        return by_payload(payload, max_results)
+        return by_payload(payload, limit)
 
     def decode(data: bytes, method: str | None) -> str | None:
         # The engine's decoder choice and rescale sizes, watermark only: an uploaded image's credential is not read.
@@ -208,15 +247,16 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
     @app.get("/manifests/{manifest_id:path}")
     def manifest(manifest_id: str, return_active: bool = Query(False, alias="returnActiveManifest")) -> Response:
         """The manifest store (JUMBF) the manifest id belongs to, as embedded in the finalized asset."""
+        check_text("manifestId", manifest_id, MAX_NAME_CHARS)  # the specification's 400 "invalid manifest id"
         index = cache.get()
         if manifest_id not in index.by_label:
             index = cache.get(fresh=True)
         key = index.by_label.get(manifest_id)
         if key is None:
-            raise HTTPException(404, f"no manifest {manifest_id!r} in this ledger")
+            raise HTTPException(404, f"no manifest {quoted(manifest_id)} in this ledger.")
         store = _store_from_asset(index.by_key[key][0], policy)
         if store is None:
-            raise HTTPException(404, f"the asset of manifest {manifest_id!r} is no longer available to read it from")
+            raise HTTPException(404, f"the asset of manifest {quoted(manifest_id)} is no longer available.")
         # The store holds exactly one manifest (AssetMint assets have no ingredients), so the active manifest
         # and the whole store are the same bytes: returnActiveManifest changes nothing.
         return Response(content=store, media_type=MANIFEST_MEDIA_TYPE)

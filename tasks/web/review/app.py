@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl
 
 import jinja2
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -27,15 +28,23 @@ from tasks.core.states import CandidateState
 from tasks.provenance import trust
 from tasks.storage.ledger import CandidateRow, JobRow, Ledger, RunRow
 from tasks.storage.workdir import candidate_image_path, candidate_store, work_dir_of_run
+from tasks.web.bounds import BodyLimit, check_text, quoted, validation_message
 from tasks.web.review import sheet
 from tasks.web.review.delivery import Deliveries, DeliverySubmitter
-from tasks.web.review.security import FORM_TYPE, MAX_FORM_BYTES, Gate, guard
+from tasks.web.review.security import CSRF_FIELD, FORM_TYPE, MAX_FORM_BYTES, SECURITY_HEADERS, Gate, guard
 
 HERE = Path(__file__).resolve().parent
 ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,95}")
+ID_RULE = "1 to 96 letters, digits, '.', '_' or '-', starting with a letter or digit"
+DECISIONS = ("approve", "reject")
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".webp": "image/webp"}
 THUMB_SIZE = 320
-MAX_TEXT = 2000
+MAX_TEXT = 2000  # a comment or an override reason; the page's inputs say maxlength="2000" too
+# The fields each state-changing route takes; any other field is refused, so a misspelt one is never ignored.
+DECIDE_FIELDS = frozenset({"decision", "comment", "override_reason", "show", CSRF_FIELD})
+UNDO_FIELDS = frozenset({"show", CSRF_FIELD})
+BULK_FIELDS = frozenset({"comment", CSRF_FIELD})
+FINALIZE_FIELDS = frozenset({CSRF_FIELD})
 BULK_COMMENT = "bulk approval: top-k of every prompt by CLIP score"
 EXPORT_COLUMNS = (
     "candidate",
@@ -107,32 +116,54 @@ def _wants_json(request: Request) -> bool:
     )
 
 
-async def _fields(request: Request) -> dict[str, str]:
-    """The fields of a POST body: a JSON object or a urlencoded form; 400 when it is neither."""
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        raise HTTPException(413, "request body too large.")
+async def _fields(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    """The string fields of a POST body (a JSON object or a urlencoded form), each one of `allowed`; 4xx otherwise."""
+    body = await request.body()  # BodyLimit has refused one over MAX_FORM_BYTES (413)
     if not body:
         return {}
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPException(400, "request body is not UTF-8 text.") from None
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type == FORM_TYPE:
-        return dict(parse_qsl(body.decode("utf-8", "replace")))
-    if content_type == "application/json":
+        pairs: list[tuple[str, Any]] = parse_qsl(text, keep_blank_values=True)
+    elif content_type == "application/json":
         try:
-            data = json.loads(body)
-        except ValueError:
+            data = json.loads(text)
+        except (ValueError, RecursionError):
             raise HTTPException(400, "request body is not valid JSON.") from None
         if not isinstance(data, dict):
             raise HTTPException(400, "request body must be a JSON object.")
-        return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in data.items() if v is not None}
-    raise HTTPException(415, "send application/json or a urlencoded form.")
+        pairs = [(k, v) for k, v in data.items() if v is not None]
+    else:
+        raise HTTPException(415, "send application/json or a urlencoded form.")
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            raise HTTPException(400, f"unknown field {quoted(name)}; this action takes {', '.join(sorted(allowed))}.")
+        if not isinstance(value, str):
+            raise HTTPException(400, f"{name} must be a string, got {type(value).__name__}.")
+        if name in fields:
+            raise HTTPException(400, f"{name} is given more than once.")
+        fields[name] = value
+    return fields
 
 
 def _text(fields: dict[str, str], name: str) -> str:
-    value = fields.get(name, "").strip()
-    if len(value) > MAX_TEXT:
-        raise HTTPException(400, f"{name} is longer than {MAX_TEXT} characters.")
-    return value
+    return check_text(name, fields.get(name, ""), MAX_TEXT).strip()
+
+
+def _filter(show: str) -> str:
+    """A contact sheet filter name; 400 naming the filters otherwise."""
+    if show not in sheet.FILTERS:
+        raise HTTPException(400, f"unknown filter {quoted(show)}; use one of {', '.join(sheet.FILTERS)}.")
+    return show
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not ID_PATTERN.fullmatch(value):
+        raise HTTPException(400, f"{quoted(value)} is not a {kind} id: an id is {ID_RULE}.")
 
 
 def _image_path(run: RunRow, row: CandidateRow) -> Path:
@@ -241,10 +272,13 @@ def create_app(
     app.state.deliveries = deliveries
     app.state.gate = gate
     app.middleware("http")(guard(gate))
+    # Outermost, so the guard's CSRF read is capped too; its refusals carry the guard's headers.
+    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES, error_key="error", headers=SECURITY_HEADERS)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     def get_run(run_id: str) -> RunRow:
-        if not ID_PATTERN.fullmatch(run_id) or (run_filter is not None and run_id != run_filter):
+        _check_id("run", run_id)
+        if run_filter is not None and run_id != run_filter:
             raise HTTPException(404, "no such run.")
         try:
             return ledger.run(run_id)
@@ -252,8 +286,7 @@ def create_app(
             raise HTTPException(404, "no such run.") from None
 
     def get_candidate(run_id: str, candidate_id: str) -> CandidateRow:
-        if not ID_PATTERN.fullmatch(candidate_id):
-            raise HTTPException(404, "no such candidate.")
+        _check_id("candidate", candidate_id)
         with ledger.transaction() as session:
             row = session.get(CandidateRow, (run_id, candidate_id))
         if row is None:
@@ -291,6 +324,10 @@ def create_app(
             return JSONResponse({"error": message}, status_code=exc.status_code)
         return page(request, "error.html", {"status": exc.status_code, "message": message}, exc.status_code)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> Response:
+        return await http_error(request, StarletteHTTPException(400, validation_message(exc)))
+
     @app.exception_handler(AssetMintError)
     async def review_error(request: Request, exc: AssetMintError) -> Response:
         return await http_error(request, StarletteHTTPException(409, str(exc)))
@@ -322,8 +359,7 @@ def create_app(
 
     @app.get("/runs/{run_id}")
     def run_page(request: Request, run_id: str, show: str = "all") -> Response:
-        if show not in sheet.FILTERS:
-            raise HTTPException(400, f"unknown filter {show!r}; use one of {', '.join(sheet.FILTERS)}.")
+        _filter(show)
         run = get_run(run_id)
         rows = ledger.candidates(run_id)
         scores = [r.clip_score for r in rows if r.clip_score is not None]
@@ -346,8 +382,7 @@ def create_app(
 
     @app.get("/api/runs/{run_id}/candidates")
     def candidates_json(run_id: str, show: str = "all") -> dict[str, Any]:
-        if show not in sheet.FILTERS:
-            raise HTTPException(400, f"unknown filter {show!r}; use one of {', '.join(sheet.FILTERS)}.")
+        _filter(show)
         get_run(run_id)
         groups = sheet.group_by_job(ledger.jobs(run_id), ledger.candidates(run_id), show)
         return {
@@ -406,20 +441,20 @@ def create_app(
             return JSONResponse(
                 {"candidate_id": row.candidate_id, "state": row.state, "review": row.review, "summary": live}
             )
-        show = fields.get("show", "all")
-        show = show if show in sheet.FILTERS else "all"
+        show = fields.get("show", "all")  # checked before the decision was recorded
         return RedirectResponse(f"/runs/{run_id}?show={show}#c-{row.candidate_id}", status_code=303)
 
     @app.post("/runs/{run_id}/candidates/{candidate_id}/decision")
     async def decide(request: Request, run_id: str, candidate_id: str) -> Response:
         get_run(run_id)
         get_candidate(run_id, candidate_id)
-        fields = await _fields(request)
+        fields = await _fields(request, DECIDE_FIELDS)
         decision = fields.get("decision", "")
-        if decision not in ("approve", "reject"):
-            raise HTTPException(400, f"decision must be 'approve' or 'reject', got {decision!r}.")
+        if decision not in DECISIONS:
+            raise HTTPException(400, f"decision must be one of {', '.join(DECISIONS)}; got {quoted(decision)}.")
         comment = _text(fields, "comment")
         override_reason = _text(fields, "override_reason") or None
+        _filter(fields.get("show", "all"))
         row = await run_in_threadpool(
             ledger.decide,
             run_id,
@@ -436,7 +471,8 @@ def create_app(
     async def undo(request: Request, run_id: str, candidate_id: str) -> Response:
         get_run(run_id)
         get_candidate(run_id, candidate_id)
-        fields = await _fields(request)
+        fields = await _fields(request, UNDO_FIELDS)
+        _filter(fields.get("show", "all"))
         row = await run_in_threadpool(ledger.undo_decision, run_id, candidate_id, reviewer)
         return await after_decision(request, run_id, row, fields)
 
@@ -468,7 +504,7 @@ def create_app(
     @app.post("/runs/{run_id}/approve-top-k")
     async def approve_top_k(request: Request, run_id: str) -> Response:
         get_run(run_id)
-        fields = await _fields(request)
+        fields = await _fields(request, BULK_FIELDS)
         comment = _text(fields, "comment") or BULK_COMMENT
 
         def work() -> tuple[list[str], list[str]]:
@@ -494,7 +530,7 @@ def create_app(
     @app.post("/runs/{run_id}/finalize")
     async def finalize(request: Request, run_id: str) -> Response:
         get_run(run_id)
-        await _fields(request)
+        await _fields(request, FINALIZE_FIELDS)
         waiting = [
             r
             for r in ledger.candidates(run_id, [CandidateState.APPROVED, CandidateState.FINALIZE_FAILED])
