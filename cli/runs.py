@@ -20,9 +20,21 @@ def cmd_validate(args: argparse.Namespace) -> int:
     policy = load_policy(optional_path(args.policy))
     plan = load_plan(Path(args.manifest), policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
+    _check_models(plan, policy)
     print(f"{args.manifest}: valid; {len(plan.jobs)} jobs, {plan.candidate_count} candidates, run id {plan.run_id}")
     _print_plan_warnings(plan, policy)
     return 0
+
+
+def _check_models(plan: Any, policy: Any) -> None:
+    """Refuse model references that cannot resolve on this machine, without building or downloading anything."""
+    from tasks.stages.embedded import check_embedded, is_embedded
+    from tasks.stages.models import check_model_reference
+
+    for ref in sorted({job.model for job in plan.jobs}):
+        check_model_reference(ref)
+    if is_embedded(policy.scoring.clip_model):
+        check_embedded(policy.scoring.clip_model, "clip")
 
 
 def _print_plan_warnings(plan: Any, policy: Any) -> None:
@@ -43,6 +55,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     policy = load_policy(optional_path(args.policy))
     plan = load_plan(Path(args.manifest), policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
+    _check_models(plan, policy)
     models = sorted({job.model for job in plan.jobs})
     table = Table(title=escape(f"{plan.campaign_name} ({plan.run_id})"), caption=escape(f"model: {', '.join(models)}"))
     for column in ("#", "id", "prompt", "size", "n", "seeds", "steps", "cfg", "sched", "keep"):

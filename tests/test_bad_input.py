@@ -36,6 +36,10 @@ def _laughs(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _with_model(ref: str) -> str:
+    return HEAD.replace("embedded:tiny-sd", ref) + "prompts: [{prompt: a}]\n"
+
+
 MANIFESTS = {
     "alias-bomb": (HEAD + _laughs(9) + "prompts: [{prompt: a}]\n", "alias bomb"),
     "alias-bomb-in-vars": (
@@ -79,6 +83,9 @@ MANIFESTS = {
     ),
     "nul-byte": (HEAD + 'prompts: [{prompt: "a\x00b"}]\n', "NUL byte"),
     "not-utf8": (HEAD + "prompts: [{prompt: caf\xe9}]\n", "not UTF-8"),
+    # Found by test_fuzz.py: validate accepted an embedded name that run then refused.
+    "unknown-embedded-model": (_with_model("embedded:&a shapes-sd"), "unknown embedded model"),
+    "clip-as-pipeline": (_with_model("embedded:tiny-clip"), "not a text-to-image"),
     "two-documents": (HEAD + "prompts: [{prompt: a}]\n---\nx: 1\n", "not valid YAML"),
 }
 

@@ -22,6 +22,7 @@ from tasks.core.schedulers import get_scheduler_preset
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 _ASPECT = re.compile(r"^(\d{1,3}):(\d{1,3})$")
+MIN_SIDE = 64
 MAX_SIDE = 8192
 MAX_SEED = 2**63 - 1  # torch, numpy and every diffusers generator take a signed 64-bit seed
 MAX_CANDIDATES_PER_JOB = 1024
@@ -91,15 +92,15 @@ class GenerationSettings(BaseModel):
         le=MAX_SEED,
         description="Candidate i uses seed base_seed + i (every seed in 0..2**63-1). Exclusive with seeds.",
     )
-    width: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image width in pixels (multiple of 8).")
-    height: int | None = Field(None, ge=64, le=MAX_SIDE, description="Image height in pixels (multiple of 8).")
+    width: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="Image width in pixels (multiple of 8).")
+    height: int | None = Field(None, ge=MIN_SIDE, le=MAX_SIDE, description="Image height in pixels (multiple of 8).")
     aspect_ratio: str | list[str] | None = Field(
         None,
         description="Aspect ratio like '16:9', or a list of them to expand over; used with long_side instead of "
         "width/height.",
     )
     long_side: int | None = Field(
-        None, ge=64, le=MAX_SIDE, description="Length in pixels of the longer side when aspect_ratio is used."
+        None, ge=MIN_SIDE, le=MAX_SIDE, description="Length in pixels of the longer side when aspect_ratio is used."
     )
     steps: int | None = Field(None, ge=1, le=500, description="Denoising steps.")
     guidance: float | None = Field(None, ge=0, le=50, description="Classifier-free guidance scale.")
@@ -314,7 +315,14 @@ def _resolve_sizes(settings: dict[str, Any], where: str) -> list[tuple[str, int,
     if long_side is None:
         raise ManifestError(f"{where}: aspect_ratio {aspect!r} needs long_side (pixels of the longer side).")
     aspects = aspect if isinstance(aspect, list) else [aspect]
-    return [(a, *_size_from_aspect(a, long_side)) for a in aspects]
+    sizes = [(a, *_size_from_aspect(a, long_side)) for a in aspects]
+    for a, width, height in sizes:
+        if min(width, height) < MIN_SIDE:
+            raise ManifestError(
+                f"{where}: aspect_ratio {a!r} at long_side {long_side} gives {width}x{height}, under the {MIN_SIDE} px "
+                "minimum side; use a less extreme ratio or a longer long_side."
+            )
+    return sizes
 
 
 def _resolve_seeds(settings: dict[str, Any], where: str) -> tuple[int, ...]:

@@ -166,6 +166,19 @@ def shipped_folder(ref: str) -> Path:
         raise ModelError(f"embedded model {ref!r} is missing: {exc} Reinstall AssetMint.") from None
 
 
+def check_embedded(ref: str, kind: str) -> None:
+    """Refuse, building nothing, an ``embedded:`` reference that is unknown or not a `kind` ('pipeline' or 'clip')."""
+    pipelines, clips = (EMBEDDED_PIPELINE, DEMO_PIPELINE), (EMBEDDED_CLIP, DEMO_CLIP)
+    if ref in (pipelines if kind == "pipeline" else clips):
+        return
+    if ref in pipelines:
+        raise ModelError(f"{ref!r} is an embedded text-to-image pipeline, not a CLIP model.")
+    if ref in clips:
+        raise ModelError(f"{ref!r} is an embedded CLIP model, not a text-to-image pipeline.")
+    valid = ", ".join(sorted((*pipelines, *clips)))
+    raise ModelError(f"unknown embedded model {ref!r}; valid embedded models are: {valid}")
+
+
 def resolve_embedded(ref: str) -> Path | EmbeddedClip:
     """Return the pipeline folder or the open_clip model for an ``embedded:`` reference, building it if needed."""
     if ref == EMBEDDED_PIPELINE:

@@ -114,6 +114,28 @@ def _hub_source(ref: str) -> ModelSource:
     )
 
 
+def _pipeline_folder(ref: str) -> Path:
+    folder = Path(ref).expanduser().resolve()
+    if not folder.is_dir():
+        raise ModelError(f"model folder {ref!r} does not exist.")
+    if not (folder / "model_index.json").is_file():
+        raise ModelError(f"model folder {folder} has no model_index.json; it is not a diffusers pipeline folder.")
+    return folder
+
+
+def check_model_reference(ref: str) -> None:
+    """Refuse what cannot resolve, touching nothing: an unknown embedded name, a folder that is not a pipeline.
+
+    Hub ids are left to `resolve_model`, which may need the network to say.
+    """
+    from tasks.stages import embedded
+
+    if embedded.is_embedded(ref):
+        embedded.check_embedded(ref, "pipeline")
+    elif _looks_like_path(ref):
+        _pipeline_folder(ref)
+
+
 def resolve_model(ref: str) -> ModelSource:
     """Resolve 'embedded:NAME', a local pipeline folder, or a hub model id to a ModelSource."""
     from tasks.stages import embedded
@@ -130,11 +152,7 @@ def resolve_model(ref: str) -> ModelSource:
             ref=ref, location=str(folder), revision=None, identity={"name": ref, "digest": digest}, local=True
         )
     if _looks_like_path(ref):
-        folder = Path(ref).expanduser().resolve()
-        if not folder.is_dir():
-            raise ModelError(f"model folder {ref!r} does not exist.")
-        if not (folder / "model_index.json").is_file():
-            raise ModelError(f"model folder {folder} has no model_index.json; it is not a diffusers pipeline folder.")
+        folder = _pipeline_folder(ref)
         return ModelSource(
             ref=ref,
             location=str(folder),
