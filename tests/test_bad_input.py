@@ -295,3 +295,11 @@ def test_a_read_only_ledger_is_refused_before_any_work(tmp_path: Path, capsys: p
     err, _ = _refused_run(tmp_path, f"ledger: {{url: '{url}'}}\n", capsys, outside=ledger_file.parent)
     assert "readonly database" in err and "writable" in err
     assert ledger_file.read_bytes() == before
+
+
+def test_a_ledger_folder_that_cannot_be_created_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/proc takes no new folders, whatever permission bits (and root) say: the probe tries, and leaves nothing."""
+    err, _ = _refused_run(tmp_path, "ledger: {url: 'sqlite:////proc/assetmint-nope/ledger.sqlite'}\n", capsys)
+    assert "the ledger /proc/assetmint-nope/ledger.sqlite cannot be created" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,12 @@ def engine_options(url: URL) -> dict[str, Any]:
     return {}
 
 
+def first_line(exc: BaseException) -> str:
+    """The driver's own first line of a database error, without SQLAlchemy's SQL echo and help links."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -66,11 +73,13 @@ def probe_database(url: str) -> None:
     database_file = sqlite_file(parsed)
     if database_file is not None and not database_file.exists():
         folder = _nearest_existing(database_file.parent)
-        if not os.access(folder, os.W_OK | os.X_OK):
+        try:  # what os.access says is not what mkdir does (root, /proc, read-only mounts): try, leave nothing
+            os.rmdir(tempfile.mkdtemp(prefix=".assetmint-probe-", dir=folder))
+        except OSError as exc:
             raise LedgerError(
-                f"the ledger {database_file} cannot be created: {folder} is not writable; set ledger.url or work_dir "
-                "in the policy to a folder you can write."
-            )
+                f"the ledger {database_file} cannot be created: {folder} is not a writable folder "
+                f"({exc.strerror}); set ledger.url or work_dir in the policy to a folder you can write."
+            ) from None
         return
     engine = create_engine(parsed, poolclass=NullPool, **engine_options(parsed))
     try:
@@ -85,7 +94,7 @@ def probe_database(url: str) -> None:
             else:
                 connection.exec_driver_sql("SELECT 1")
     except (SQLAlchemyError, OSError) as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        reason = first_line(exc)
         where = f"the ledger file {database_file}" if database_file else f"the ledger database at {shown(url)}"
         remedy = (
             "check that the file and its folder are writable"

@@ -44,7 +44,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from tasks.core.clock import Clock, SystemClock
 from tasks.core.errors import LedgerError, MissingLedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus, can_transition
-from tasks.storage.database import engine_options, parse_database_url, shown, sqlite_file
+from tasks.storage.database import engine_options, first_line, parse_database_url, shown, sqlite_file
 
 
 class Base(DeclarativeBase):
@@ -315,7 +315,7 @@ class Ledger:
                 engine.dispose()
                 raise
         except (OperationalError, SQLAlchemyError, ModuleNotFoundError) as exc:
-            raise LedgerError(f"cannot open the ledger at {shown(url)}: {exc.__class__.__name__}: {exc}.") from None
+            raise LedgerError(f"cannot open the ledger at {shown(url)}: {first_line(exc)}.") from None
         return cls(engine, clock)
 
     @classmethod
