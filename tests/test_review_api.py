@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cli.main import main
 from cli.review import start_delivery
@@ -867,3 +870,81 @@ def test_an_over_long_url_gets_an_answer_over_a_real_socket(ledger_url: str, pro
         finally:
             connection.close()
     assert status == 400 and "unknown filter" in body and len(body) < 400
+
+
+REVIEW_FUZZ = settings(
+    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+# Every route but POST .../finalize, which starts a real delivery process (its inputs are covered above).
+REVIEW_ROUTES = [
+    ("GET", "/runs/{run}"),
+    ("GET", "/api/runs/{run}/candidates"),
+    ("GET", "/runs/{run}/candidates/{cid}"),
+    ("GET", "/runs/{run}/candidates/{cid}/image"),
+    ("POST", "/runs/{run}/candidates/{cid}/decision"),
+    ("POST", "/runs/{run}/candidates/{cid}/undo"),
+    ("GET", "/api/runs/{run}/summary"),
+    ("GET", "/runs/{run}/decisions.json"),
+    ("GET", "/runs/{run}/decisions.csv"),
+    ("POST", "/runs/{run}/approve-top-k"),
+    ("GET", "/api/runs/{run}/finalize"),
+]
+FIELD_VALUES = st.one_of(
+    st.text(max_size=60),
+    st.sampled_from(["approve", "reject", "pending", "flagged", "true", "-1", "\x00", "x" * 3000, "../.."]),
+    st.integers(),
+    st.none(),
+    st.lists(st.text(max_size=5), max_size=2),
+)
+
+
+@REVIEW_FUZZ
+@given(
+    route=st.sampled_from(REVIEW_ROUTES),
+    real_run=st.booleans(),
+    real_candidate=st.booleans(),
+    made_up_id=st.text(min_size=1, max_size=120),
+    query=st.dictionaries(st.sampled_from(["show", "thumb", "token", "page", "x"]), st.text(max_size=40), max_size=3),
+    fields=st.dictionaries(
+        st.sampled_from(["decision", "comment", "override_reason", "show", "csrf_token", "extra"]),
+        FIELD_VALUES,
+        max_size=4,
+    ),
+    as_form=st.booleans(),
+)
+def test_every_review_request_gets_an_answer_that_is_not_a_server_error(
+    client: TestClient,
+    ledger_url: str,
+    produced: dict[str, Any],
+    route: tuple[str, str],
+    real_run: bool,
+    real_candidate: bool,
+    made_up_id: str,
+    query: dict[str, str],
+    fields: dict[str, Any],
+    as_form: bool,
+) -> None:
+    """Whatever a logged-in reviewer's browser sends: a page, JSON or a short 4xx; never a 5xx; a 4xx writes nothing."""
+    from urllib.parse import quote
+
+    csrf = login(client)
+    run_id = produced["run_id"] if real_run else made_up_id
+    cid = client.app.state.ledger.candidates(produced["run_id"])[0].candidate_id if real_candidate else made_up_id
+    method, template = route
+    url = template.format(run=quote(run_id, safe=""), cid=quote(cid, safe=""))
+    headers = {"X-CSRF-Token": csrf, "Accept": "application/json"}
+    before = _ledger_dump(ledger_url)
+    if method == "GET":
+        response = client.get(url, params=query, headers=headers)
+    elif as_form:
+        form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in fields.items()}
+        response = client.post(url, params=query, data=form, headers=headers)
+    else:
+        response = client.post(url, params=query, json=fields, headers=headers)
+    assert response.status_code < 500, (method, url, fields, response.text[:300])
+    if response.status_code >= 400:
+        assert _ledger_dump(ledger_url) == before, (method, url, fields)

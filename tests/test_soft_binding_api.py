@@ -5,11 +5,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cli.main import main
@@ -209,3 +213,50 @@ def test_uploads_are_bounded_in_size_type_and_pixels(served: dict[str, Any]) -> 
     _refused(client.post("/matches/byContent", content=b"\x89PNG\r\n\x1a\n" + bytes(50)), 415, "cannot be decoded")
     _refused(client.post("/matches/byContent", content=bomb_png()), 413, "10000000000 pixels", str(MAX_PIXELS))
     _refused(client.post("/matches/byContent?alg=" + "x" * 5000, content=bomb_png()), 400, "alg")
+
+
+WEB_FUZZ = settings(
+    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+HOSTILE_TEXT = st.one_of(
+    st.text(max_size=80),
+    st.sampled_from(["", "\x00", "-1", "0", "101", "1e9", "99999999999999999999", "x" * 5000, "../../etc", "%00"]),
+)
+IMAGE_BYTES = st.one_of(
+    st.binary(max_size=2000),
+    st.sampled_from([b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"RIFF\x00\x00\x00\x00WEBP", b"GIF89a"]).flatmap(
+        lambda head: st.binary(max_size=500).map(lambda tail: head + tail)
+    ),
+)
+
+
+@WEB_FUZZ
+@given(
+    route=st.sampled_from(["get-binding", "post-binding", "content", "manifest", "algorithms"]),
+    query=st.dictionaries(st.sampled_from(["alg", "value", "maxResults", "hintAlg", "x"]), HOSTILE_TEXT, max_size=4),
+    body=st.one_of(st.none(), st.dictionaries(st.text(max_size=10), HOSTILE_TEXT, max_size=4), IMAGE_BYTES),
+)
+def test_every_request_gets_an_answer_that_is_not_a_server_error(
+    served: dict[str, Any], route: str, query: dict[str, str], body: Any
+) -> None:
+    """Whatever a client sends, the API answers: 2xx, or a 4xx with a short JSON detail; never a 5xx or a reset."""
+    client = served["client"]
+    if route == "get-binding":
+        response = client.get("/matches/byBinding", params=query)
+    elif route == "post-binding":
+        response = client.post("/matches/byBinding", params=query, json=body if isinstance(body, dict) else query)
+    elif route == "content":
+        data = body if isinstance(body, bytes) else b""
+        response = client.post("/matches/byContent", params=query, content=data)
+    elif route == "manifest":
+        response = client.get(f"/manifests/{urllib.parse.quote(query.get('value', 'x'), safe='')}")
+    else:
+        response = client.get("/services/supportedAlgorithms", params=query)
+    assert response.status_code < 500, (route, query, response.text[:300])
+    if response.status_code >= 400:
+        detail = response.json()["detail"]
+        assert isinstance(detail, str) and 0 < len(detail) < 600, detail
