@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tasks.storage.ledger import Ledger
 
@@ -166,3 +167,14 @@ def bomb_png(side: int = 100_000) -> bytes:
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" * 64)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
+
+
+# Hypothesis settings of every fuzz test: reproducible in CI; ASSETMINT_FUZZ_EXAMPLES and ASSETMINT_FUZZ_RANDOM=1
+# turn them into a longer, fresh exploration.
+FUZZ = settings(
+    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
+    deadline=None,  # tests assert their own time bounds, ones a loaded machine still meets
+    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
+)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -22,21 +21,14 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.main import main
-from conftest import REPO, TINY_MANIFEST, TINY_MODELS_POLICY
+from conftest import FUZZ, REPO, TINY_MANIFEST, TINY_MODELS_POLICY
 from policies.model import policy_json_schema
 from tasks.core.manifest import MAX_PROMPT_CHARS, MAX_SEED, MAX_SIDE, MIN_SIDE, load_plan, manifest_json_schema
 
-FUZZ = settings(
-    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
-    deadline=None,  # time is asserted per example below, with a bound a loaded machine still meets
-    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture, HealthCheck.data_too_large],
-)
 MAX_SECONDS = 5.0
 MAX_PEAK_MB = 200
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from cli.main import main
 from cli.review import start_delivery
-from conftest import REPO, serve_on_loopback, write
+from conftest import FUZZ, REPO, serve_on_loopback, write
 from policies.model import Policy, load_policy
 from tasks.core.states import CandidateState, can_transition
 from tasks.stages.delivery import last_delivery
@@ -872,13 +872,6 @@ def test_an_over_long_url_gets_an_answer_over_a_real_socket(ledger_url: str, pro
     assert status == 400 and "unknown filter" in body and len(body) < 400
 
 
-REVIEW_FUZZ = settings(
-    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
-    deadline=None,
-    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 # Every route but POST .../finalize, which starts a real delivery process (its inputs are covered above).
 REVIEW_ROUTES = [
     ("GET", "/runs/{run}"),
@@ -902,7 +895,7 @@ FIELD_VALUES = st.one_of(
 )
 
 
-@REVIEW_FUZZ
+@FUZZ
 @given(
     route=st.sampled_from(REVIEW_ROUTES),
     real_run=st.booleans(),

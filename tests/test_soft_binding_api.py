@@ -5,19 +5,18 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
 from cli.main import main
-from conftest import bomb_png, serve_on_loopback, write
+from conftest import FUZZ, bomb_png, serve_on_loopback, write
 from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
@@ -215,13 +214,6 @@ def test_uploads_are_bounded_in_size_type_and_pixels(served: dict[str, Any]) -> 
     _refused(client.post("/matches/byContent?alg=" + "x" * 5000, content=bomb_png()), 400, "alg")
 
 
-WEB_FUZZ = settings(
-    max_examples=int(os.environ.get("ASSETMINT_FUZZ_EXAMPLES", "60")),
-    deadline=None,
-    derandomize=os.environ.get("ASSETMINT_FUZZ_RANDOM") != "1",
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
 HOSTILE_TEXT = st.one_of(
     st.text(max_size=80),
     st.sampled_from(["", "\x00", "-1", "0", "101", "1e9", "99999999999999999999", "x" * 5000, "../../etc", "%00"]),
@@ -234,7 +226,7 @@ IMAGE_BYTES = st.one_of(
 )
 
 
-@WEB_FUZZ
+@FUZZ
 @given(
     route=st.sampled_from(["get-binding", "post-binding", "content", "manifest", "algorithms"]),
     query=st.dictionaries(st.sampled_from(["alg", "value", "maxResults", "hintAlg", "x"]), HOSTILE_TEXT, max_size=4),
