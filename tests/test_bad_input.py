@@ -7,10 +7,12 @@ property-based suite in test_fuzz.py looks for more.
 from __future__ import annotations
 
 import os
-import resource
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -96,25 +98,29 @@ def _write_bytes(path: Path, text: str) -> Path:
 
 
 def _run_cli(argv: list[str], cwd: Path) -> tuple[int, str, float, float]:
-    """Run `assetmint ARGV` in a child process: exit code, stderr, seconds and peak resident MB."""
+    """Run `assetmint ARGV` in a child process: exit code, stderr, seconds and the child's own peak resident MB."""
     started = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli", *argv],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        _, err = process.communicate(timeout=MAX_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        _, err = process.communicate()
-        pytest.fail(f"assetmint {' '.join(argv)} ran past {MAX_SECONDS} s (a hang); stderr: {err[-2000:]}")
+    with tempfile.TemporaryFile() as err_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", *argv],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
+        watchdog = threading.Timer(MAX_SECONDS, process.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)  # this child's rusage, not the largest child's so far
+        finally:
+            watchdog.cancel()
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err_file.seek(0)
+        err = err_file.read().decode("utf-8", "replace")
     seconds = time.monotonic() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
-    return process.returncode, err, seconds, peak_mb
+    if process.returncode == -signal.SIGKILL:
+        pytest.fail(f"assetmint {' '.join(argv)} ran past {MAX_SECONDS} s (a hang); stderr: {err[-2000:]}")
+    return process.returncode, err, seconds, usage.ru_maxrss / 1024
 
 
 def _assert_one_paragraph(err: str, expected: str) -> None:
