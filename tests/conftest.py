@@ -75,6 +75,13 @@ def work_ledger(root: Path) -> Ledger:
     return Ledger.open_file(root / "work" / "ledger.sqlite")
 
 
+def backdate(path: Path, seconds: float = 120.0) -> Path:
+    """Move `path`'s modification time `seconds` into the past (older than tasks.core.files.TEMP_GRACE_S)."""
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+    return path
+
+
 def write(path: Path, text: str) -> Path:
     """Write `text` to `path` (creating folders) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
