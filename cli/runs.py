@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.console import announce_prefect_start, escape, make_console, optional_path, stage_bars
+from cli.console import escape, make_console, optional_path, stage_bars
+from cli.prefect_server import start_prefect
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -98,7 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    announce_prefect_start()
+    start_prefect()
     with stage_bars(console, eta=True):
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)
@@ -476,7 +477,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from flows.delivery import delivery_flow
 
     console = make_console()
-    announce_prefect_start()
+    start_prefect()
     with stage_bars(console, rate=False):
         result = delivery_flow(run_id=args.run_id, policy=args.policy, publish=False)
     console.print(
@@ -496,7 +497,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     console = make_console()
     console.print(f"target: {escape(target_root(policy))}", soft_wrap=True)
-    announce_prefect_start()
+    start_prefect()
     with stage_bars(console, rate=False):
         outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
     already = 0

@@ -9,6 +9,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
+from flows.interrupts import is_interruption
 from flows.labels import label_flow_run, run_tags
 from tasks.core.files import write_atomic
 from tasks.core.states import RunStatus
@@ -117,12 +118,13 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
                 delivered = deliver(ctx.ledger_url, ctx.run_id, ctx.policy, publish=ctx.policy.publish.auto_publish)
                 warnings += delivered.failure_lines()
             warnings += runs.review_notices(ctx)
+            pending = bool(runs.review_notices(ctx))
+            status = RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED
+            summary = runs.summarize(ctx, generated, warnings, status)
+            publish_artifacts(summary)
         except BaseException as exc:
-            status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+            status = RunStatus.INTERRUPTED if is_interruption(exc) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))
             raise
-        pending = bool(runs.review_notices(ctx))
-        summary = runs.summarize(ctx, generated, warnings, RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED)
-        publish_artifacts(summary)
         runs.finish(ctx, summary)
     return summary

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.interrupts import is_interruption
 from flows.labels import label_flow_run, run_tags, send_stage_logs_to_prefect
 from policies.model import Policy
 from tasks.core.errors import AssetMintError, RunLockedError
@@ -81,7 +82,7 @@ def describe_error(exc: BaseException) -> str:
     """How a failed delivery reads on the review page: our own errors as they are, others with their class."""
     if isinstance(exc, AssetMintError):
         return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
+    if is_interruption(exc):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
 

@@ -1,0 +1,80 @@
+"""Ctrl-C (SIGINT to the process group) and SIGTERM end a run within seconds, recorded as interrupted, with one line
+saying how to continue; the rerun finishes the run. Each run is observed and signalled from outside, as a user or a
+worker would."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import SpawnedRun, children, run_statuses, write
+from tasks.core.interrupts import INTERRUPTED_LINE
+
+# 48 candidates (6 generation chunks of 8 on the tiny model: seconds of generation) and 36 to finalize and publish.
+MANIFEST = """\
+campaign: {id: stop, name: Stop signals}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 16, keep_top_k: 12}
+prompts:
+  - id: shot
+    prompt: "a {thing} on a table"
+    vars: {thing: [red cube, blue ball, green cone]}
+"""
+POLICY = "publish:\n  auto_publish: true\n"
+TOTAL, KEPT = 48, 36
+STOPPED_WITHIN_S = 30  # generous: this machine is shared and loaded; a stop is normally a second or two
+
+
+def _interrupt(
+    root: Path, model_cache: Path, argv: list[str], signum: int, name: str, moment: Callable[[dict[str, int]], bool]
+) -> dict[str, int]:
+    """Start the run, signal its process group at `moment`, check how it ended; the ledger's counts after."""
+    run = SpawnedRun(argv, root, model_cache, name)
+    run.wait_until(lambda: moment(run.counts()), f"at the moment to stop ({name})")
+    servers = [pid for pid, command in children(run.pid) if "uvicorn" in command]
+    signalled = time.monotonic()
+    os_killpg(run.pid, signum)
+    code, stderr = run.wait(timeout_s=120)
+    took = time.monotonic() - signalled
+    assert code == 128 + signum, stderr
+    assert took < STOPPED_WITHIN_S, f"took {took:.0f} s to stop"
+    assert stderr.splitlines()[-1] == INTERRUPTED_LINE and stderr.count(INTERRUPTED_LINE) == 1, stderr
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    assert run_statuses(root) == ["interrupted"]
+    assert servers, "Prefect's ephemeral server was not found among the command's children"
+    assert run.group_gone(), "processes of the command's group outlived it"
+    assert not any(Path(f"/proc/{pid}").exists() for pid in servers), "Prefect's server outlived the command"
+    return run.counts()
+
+
+def os_killpg(pgid: int, signum: int) -> None:
+    """Signal a whole process group, as a terminal's Ctrl-C or `kill -TERM -- -PGID` does."""
+    import os
+
+    os.killpg(pgid, signum)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_mid_generation_and_mid_delivery_then_a_rerun_finishes(
+    tmp_path: Path, model_cache: Path, signum: int
+) -> None:
+    argv = ["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(write(tmp_path / "p.yaml", POLICY))]
+
+    counts = _interrupt(tmp_path, model_cache, argv, signum, "generating", lambda c: c.get("generated", 0) > 0)
+    assert counts.get("planned", 0) > 0, f"generation was not stopped midway: {counts}"
+
+    def delivering(c: dict[str, int]) -> bool:
+        return c.get("finalized", 0) > 0
+
+    counts = _interrupt(tmp_path, model_cache, argv, signum, "delivering", delivering)
+    assert counts.get("published", 0) < KEPT, f"delivery was not stopped midway: {counts}"
+
+    rerun = SpawnedRun(argv, tmp_path, model_cache, "rerun")
+    code, stderr = rerun.wait()
+    assert code == 0, stderr
+    assert run_statuses(tmp_path) == ["completed"]
+    assert rerun.counts() == {"published": KEPT, "not_selected": TOTAL - KEPT}
+    assert rerun.group_gone()
