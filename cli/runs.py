@@ -10,6 +10,7 @@ from typing import Any
 
 from cli.console import escape, make_console, optional_path, stage_bars
 from cli.prefect_server import start_prefect
+from tasks.core import interrupts
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -100,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         flush=True,
     )
     start_prefect()
-    with stage_bars(console, eta=True):
+    with stage_bars(console, eta=True), interrupts.deferred():  # Prefect's engine must not be cut half-way
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)
     return 0
@@ -478,7 +479,7 @@ def cmd_finalize(args: argparse.Namespace) -> int:
 
     console = make_console()
     start_prefect()
-    with stage_bars(console, rate=False):
+    with stage_bars(console, rate=False), interrupts.deferred():  # Prefect's engine must not be cut half-way
         result = delivery_flow(run_id=args.run_id, policy=args.policy, publish=False)
     console.print(
         f"{result.finalized} finalized assets (published ones included) in run {escape(args.run_id)}", soft_wrap=True
@@ -498,7 +499,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     console = make_console()
     console.print(f"target: {escape(target_root(policy))}", soft_wrap=True)
     start_prefect()
-    with stage_bars(console, rate=False):
+    with stage_bars(console, rate=False), interrupts.deferred():  # Prefect's engine must not be cut half-way
         outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
     already = 0
     for receipt in outcome.already + outcome.published:
