@@ -132,11 +132,11 @@ class SpawnedRun:
     """`assetmint ARGV` started in a session of its own (its own process group, as a terminal's foreground job),
     observed from outside: the ledger it writes, its processes, its output (in files, so it never blocks)."""
 
-    def __init__(self, argv: list[str], root: Path, model_cache: Path, name: str = "run") -> None:
+    def __init__(self, argv: list[str], root: Path, model_cache: Path, name: str = "run", **extra_env: str) -> None:
         self.root = root
         self.stdout = root / f"{name}.stdout"
         self.stderr = root / f"{name}.stderr"
-        env = command_environment(**isolated_environment(root, model_cache))
+        env = command_environment(**isolated_environment(root, model_cache), **extra_env)
         with self.stdout.open("w") as out, self.stderr.open("w") as err:
             self.process = subprocess.Popen(
                 cli_command(argv), cwd=root, env=env, stdout=out, stderr=err, start_new_session=True, text=True
