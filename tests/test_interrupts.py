@@ -1,10 +1,13 @@
 """Ctrl-C (SIGINT to the process group) and SIGTERM end a run within seconds, recorded as interrupted, with one line
-saying how to continue; the rerun finishes the run. Each run is observed and signalled from outside, as a user or a
-worker would."""
+saying how to continue; the rerun finishes the run. The runs are observed and signalled from outside, as a user or a
+worker would; the zones that decide where a signal may raise are tested in-process first."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +15,74 @@ from pathlib import Path
 import pytest
 
 from conftest import SpawnedRun, children, run_statuses, write
-from tasks.core.interrupts import INTERRUPTED_LINE
+from tasks.core import interrupts
+from tasks.core.interrupts import INTERRUPTED_LINE, Interrupted, interruptible
+
+
+def _signal_self(signum: int) -> None:
+    os.kill(os.getpid(), signum)  # the handler runs in this (the main) thread before os.kill returns to the test
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_stop_signal_waits_for_the_end_of_a_deferred_zone(signum: int) -> None:
+    finished = []
+    with interrupts.stop_signals_raise(), pytest.raises(Interrupted) as raised:
+        with interrupts.deferred():
+            _signal_self(signum)
+            finished.append("the zone's work")
+    assert finished == ["the zone's work"]
+    assert raised.value.exit_code == 128 + signum
+
+
+def test_interruptible_work_raises_at_once_and_only_the_first_signal_raises() -> None:
+    steps = []
+
+    @interruptible
+    def work() -> None:
+        steps.append("started")
+        _signal_self(signal.SIGINT)
+        steps.append("not reached")
+
+    with interrupts.stop_signals_raise(), interrupts.deferred():
+        with pytest.raises(Interrupted):
+            work()
+        _signal_self(signal.SIGTERM)  # while unwinding: recorded, not raised
+        assert interrupts.received() == signal.SIGINT
+    assert steps == ["started"]
+    assert interrupts.received() is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_zones_change_nothing_outside_a_command() -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with interrupts.deferred():
+        assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt) as raised:
+        interruptible(_signal_self)(signal.SIGINT)
+    assert type(raised.value) is KeyboardInterrupt  # Python's own handler, not ours
+
+
+def test_children_started_meanwhile_ignore_stop_signals() -> None:
+    with interrupts.stop_signals_raise():
+        with interrupts.children_ignore_stop_signals():
+            child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        assert signal.getsignal(signal.SIGINT) is not signal.SIG_IGN
+    try:
+        ignored = int(Path(f"/proc/{child.pid}/status").read_text().split("SigIgn:")[1].split()[0], 16)
+        assert ignored & (1 << (signal.SIGINT - 1)) and ignored & (1 << (signal.SIGTERM - 1))
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_prefects_termination_signal_ends_a_command_as_sigterm() -> None:
+    from prefect.exceptions import TerminationSignal
+
+    from cli.main import interrupt_exit_code
+
+    assert interrupt_exit_code(TerminationSignal(signal.SIGTERM)) == 143
+    assert interrupt_exit_code(KeyboardInterrupt()) == 130
+    assert interrupt_exit_code(RuntimeError("unrelated")) is None
+
 
 # 48 candidates (6 generation chunks of 8 on the tiny model: seconds of generation) and 36 to finalize and publish.
 MANIFEST = """\
@@ -36,7 +106,7 @@ def _interrupt(
     run.wait_until(lambda: moment(run.counts()), f"at the moment to stop ({name})")
     servers = [pid for pid, command in children(run.pid) if "uvicorn" in command]
     signalled = time.monotonic()
-    os_killpg(run.pid, signum)
+    os.killpg(run.pid, signum)  # the whole group, as a terminal's Ctrl-C or `kill -TERM -- -PGID` does
     code, stderr = run.wait(timeout_s=120)
     took = time.monotonic() - signalled
     assert code == 128 + signum, stderr
@@ -48,13 +118,6 @@ def _interrupt(
     assert run.group_gone(), "processes of the command's group outlived it"
     assert not any(Path(f"/proc/{pid}").exists() for pid in servers), "Prefect's server outlived the command"
     return run.counts()
-
-
-def os_killpg(pgid: int, signum: int) -> None:
-    """Signal a whole process group, as a terminal's Ctrl-C or `kill -TERM -- -PGID` does."""
-    import os
-
-    os.killpg(pgid, signum)
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
