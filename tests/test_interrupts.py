@@ -52,6 +52,17 @@ def test_interruptible_work_raises_at_once_and_only_the_first_signal_raises() ->
     assert interrupts.received() is None and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
 
 
+def test_a_stop_signal_raises_even_where_the_shell_ignored_sigint() -> None:
+    # A non-interactive shell starts background jobs with SIGINT ignored; `kill -INT -- -PGID` must still stop a run.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with interrupts.stop_signals_raise(), pytest.raises(Interrupted):
+            _signal_self(signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # the caller's disposition is back
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def test_zones_change_nothing_outside_a_command() -> None:
     before = signal.getsignal(signal.SIGINT)
     with interrupts.deferred():
