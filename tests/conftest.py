@@ -166,27 +166,47 @@ class SpawnedRun:
 
     def group_gone(self, timeout_s: float = 30.0) -> bool:
         """True once no process is left in the command's process group (polls up to `timeout_s`)."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+
+        def gone() -> bool:
             try:
                 os.killpg(self.pid, 0)
             except ProcessLookupError:
                 return True
-            time.sleep(0.1)
-        return False
+            return False
+
+        return _poll(gone, timeout_s)
+
+    def prefect_servers(self) -> list[int]:
+        """The pids of the Prefect API servers the command started (its children running uvicorn)."""
+        return [pid for pid, command in _children(self.pid) if "uvicorn" in command]
+
+
+def process_gone(pid: int, timeout_s: float = 30.0) -> bool:
+    """True once process `pid` no longer exists (polls up to `timeout_s`)."""
+    return _poll(lambda: not Path(f"/proc/{pid}").exists(), timeout_s)
+
+
+def _poll(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def ledger_counts(root: Path) -> dict[str, int]:
     """Candidates per state in the ledger under `root`, read without writing (empty before it exists)."""
-    return dict(_ledger_query(root, "SELECT state, COUNT(*) FROM candidates GROUP BY state"))
+    return dict(ledger_query(root, "SELECT state, COUNT(*) FROM candidates GROUP BY state"))
 
 
 def run_statuses(root: Path) -> list[str]:
     """The status of every run in the ledger under `root`."""
-    return [status for (status,) in _ledger_query(root, "SELECT status FROM runs")]
+    return [status for (status,) in ledger_query(root, "SELECT status FROM runs")]
 
 
-def _ledger_query(root: Path, sql: str) -> list[Any]:
+def ledger_query(root: Path, sql: str) -> list[Any]:
+    """Rows of `sql` on the ledger under `root`, read-only (none before the ledger and its schema exist)."""
     import sqlite3
 
     path = root / "work" / "ledger.sqlite"
@@ -199,7 +219,7 @@ def _ledger_query(root: Path, sql: str) -> list[Any]:
         return []
 
 
-def children(pid: int) -> list[tuple[int, str]]:
+def _children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of each running child of `pid`."""
     found = []
     for entry in Path("/proc").iterdir():

@@ -13,16 +13,14 @@ import hashlib
 import io
 import os
 import signal
-import sqlite3
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import SpawnedRun, children, ledger_counts, run_statuses, write
+from conftest import SpawnedRun, ledger_counts, ledger_query, process_gone, run_statuses, write
 from tasks.core.files import TEMP_NAME
 
 # 16 candidates in generation chunks of 4, scored in batches of 3 (a resumed scoring batches differently), 12 assets
@@ -41,6 +39,7 @@ scoring: {batch_size: 3}
 publish: {auto_publish: true}
 """
 ASSETS = 12
+SCORES = "SELECT candidate_id, clip_score, clip_cosine FROM candidates"
 LEDGER_FILES = ("ledger.sqlite", "ledger.sqlite-journal", "ledger.sqlite-wal", "ledger.sqlite-shm")
 
 
@@ -89,12 +88,8 @@ def outcome(root: Path) -> Outcome:
     from tasks.provenance.watermark import decode
 
     work = root / "work"
-    with closing(sqlite3.connect(f"file:{work / 'ledger.sqlite'}?mode=ro", uri=True)) as db:
-        scores = {
-            cid: (score, cosine)
-            for cid, score, cosine in db.execute("SELECT candidate_id, clip_score, clip_cosine FROM candidates")
-        }
-        ledger_keys = dict(db.execute("SELECT candidate_id, payload_hex FROM assets"))
+    scores = {cid: (score, cosine) for cid, score, cosine in ledger_query(root, SCORES)}
+    ledger_keys = dict(ledger_query(root, "SELECT candidate_id, payload_hex FROM assets"))
     pixels, keys, assertions = {}, {}, {}
     for path in _published_files(root):
         if path.suffix != ".png":
@@ -153,12 +148,12 @@ def test_kill_9_then_rerun_ends_as_the_uninterrupted_run(
     server = {} if stage == "generation" else {"PREFECT_API_URL": prefect_api}
     run = SpawnedRun(_argv(tmp_path), tmp_path, model_cache, "killed", **server)
     run.wait_until(lambda: MOMENTS[stage](tmp_path), f"at {stage}")
-    servers = [pid for pid, command in children(run.pid) if "uvicorn" in command]
+    servers = run.prefect_servers()
     os.killpg(run.pid, signal.SIGKILL)
     run.wait(timeout_s=60)
     assert run.group_gone()
     if not server:
-        assert servers and all(_gone(pid) for pid in servers), "Prefect's server outlived the killed command"
+        assert servers and all(process_gone(pid) for pid in servers), "Prefect's server outlived the killed command"
 
     rerun = SpawnedRun(_argv(tmp_path), tmp_path, model_cache, "rerun", PREFECT_API_URL=prefect_api)
     code, stderr = rerun.wait()
@@ -171,12 +166,3 @@ def test_kill_9_then_rerun_ends_as_the_uninterrupted_run(
     assert result.watermark_keys == reference.watermark_keys and result.ledger_keys == reference.ledger_keys
     assert result.assertions == reference.assertions
     assert (result.statuses, result.counts) == (reference.statuses, reference.counts)
-
-
-def _gone(pid: int, timeout_s: float = 30.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout_s
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return not Path(f"/proc/{pid}").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SpawnedRun, children, run_statuses, write
+from conftest import SpawnedRun, process_gone, run_statuses, write
 from tasks.core import interrupts
 from tasks.core.interrupts import INTERRUPTED_LINE, Interrupted, interruptible
 
@@ -115,7 +115,7 @@ def _interrupt(
     """Start the run, signal its process group at `moment`, check how it ended; the ledger's counts after."""
     run = SpawnedRun(argv, root, model_cache, name)
     run.wait_until(lambda: moment(run.counts()), f"at the moment to stop ({name})")
-    servers = [pid for pid, command in children(run.pid) if "uvicorn" in command]
+    servers = run.prefect_servers()
     signalled = time.monotonic()
     os.killpg(run.pid, signum)  # the whole group, as a terminal's Ctrl-C or `kill -TERM -- -PGID` does
     code, stderr = run.wait(timeout_s=120)
@@ -127,7 +127,7 @@ def _interrupt(
     assert run_statuses(root) == ["interrupted"]
     assert servers, "Prefect's ephemeral server was not found among the command's children"
     assert run.group_gone(), "processes of the command's group outlived it"
-    assert not any(Path(f"/proc/{pid}").exists() for pid in servers), "Prefect's server outlived the command"
+    assert all(process_gone(pid, 0) for pid in servers), "Prefect's server outlived the command"
     return run.counts()
 
 
@@ -147,8 +147,10 @@ def test_a_stop_signal_mid_generation_and_mid_delivery_then_a_rerun_finishes(
     assert counts.get("published", 0) < KEPT, f"delivery was not stopped midway: {counts}"
 
     rerun = SpawnedRun(argv, tmp_path, model_cache, "rerun")
+    rerun.wait_until(lambda: bool(rerun.prefect_servers()), "Prefect's server has started")
+    servers = rerun.prefect_servers()
     code, stderr = rerun.wait()
     assert code == 0, stderr
     assert run_statuses(tmp_path) == ["completed"]
     assert rerun.counts() == {"published": KEPT, "not_selected": TOTAL - KEPT}
-    assert rerun.group_gone()
+    assert rerun.group_gone() and all(process_gone(pid, 0) for pid in servers)
