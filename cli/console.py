@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,14 +34,6 @@ def quiet_environment(verbose: bool) -> None:
         import warnings
 
         warnings.filterwarnings("ignore")
-
-
-def announce_prefect_start() -> None:
-    """Say on stderr that Prefect is starting its ephemeral API server (when no API URL is set): it can take a while."""
-    from prefect.settings import get_current_settings
-
-    if not get_current_settings().api.url:
-        print("starting Prefect (ephemeral API server)...", file=sys.stderr, flush=True)
 
 
 def escape(text: str) -> str:

@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cli.console import announce_prefect_start, escape, make_console, optional_path, port_number, stage_bars
+from cli.console import escape, make_console, optional_path, port_number, stage_bars
+from cli.prefect_server import start_prefect
 
 DEFAULT_SERVE_PORT = 8790
 VERIFY_HELP = "check files' Content Credentials and watermarks against the ledger"
@@ -73,7 +74,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from flows.audit import audit_flow
 
     console = make_console()
-    announce_prefect_start()
+    start_prefect()
     with stage_bars(console):
         summary = audit_flow(target=args.targets, policy=args.policy, json_lines=args.json_lines, html=args.html)
     _print_audit_summary(console, summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,7 +26,9 @@ from cli.runs import (
     cmd_show,
     cmd_validate,
 )
+from tasks.core import interrupts
 from tasks.core.errors import AssetMintError, OrchestrationUnavailableError
+from tasks.core.interrupts import INTERRUPTED_LINE, Interrupted
 
 # The RuntimeError messages Prefect 3 raises when its API cannot be reached (prefect.server.api.server and
 # prefect.client.orchestration); only these are turned into a paragraph, any other RuntimeError keeps its traceback.
@@ -145,11 +148,37 @@ def orchestration_error(exc: BaseException) -> OrchestrationUnavailableError | N
     return None
 
 
+def interrupt_exit_code(exc: BaseException) -> int | None:
+    """128 + the stop signal when `exc` ends a command that Ctrl-C or SIGTERM interrupted, else None."""
+    if isinstance(exc, Interrupted):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT
+    prefect_exceptions = sys.modules.get("prefect.exceptions")  # loaded by then if Prefect raised it
+    if prefect_exceptions is not None and isinstance(exc, prefect_exceptions.TerminationSignal):
+        return 128 + exc.signal
+    signum = interrupts.received()  # anything else that surfaced while the command was unwinding from a signal
+    return None if signum is None else 128 + signum
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: run a subcommand; user errors print one paragraph and exit 2, never a traceback."""
     parser = build_parser()
     args = parser.parse_args(argv)
     quiet_environment(args.verbose)
+    with interrupts.stop_signals_raise():
+        try:
+            return _run_command(args)
+        except BaseException as exc:
+            code = interrupt_exit_code(exc)
+            if code is None:
+                raise
+            print(INTERRUPTED_LINE, file=sys.stderr)
+            return code
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """Run the parsed subcommand; our errors and Prefect's 'API not reachable' become one paragraph."""
     try:
         code = args.handler(args)
         sys.stdout.flush()  # inside the try: a closed pipe surfaces here, not in the interpreter's final flush
@@ -167,9 +196,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise error from exc
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to continue where it stopped.", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader went away (`assetmint schema manifest | head`): stop quietly, as `cat` does. Point stdout at
         # devnull so the interpreter's final flush does not raise again.

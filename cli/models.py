@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cli.console import announce_prefect_start, make_console, stage_bars
+from cli.console import make_console, stage_bars
+from cli.prefect_server import start_prefect
 from tasks.core.errors import AssetMintError
 
 
@@ -66,7 +67,7 @@ def cmd_models_train(args: argparse.Namespace) -> int:
         if args.threads < 1:
             raise AssetMintError(f"--threads must be at least 1, got {args.threads}.")
         torch.set_num_threads(args.threads)
-    announce_prefect_start()
+    start_prefect()
     with stage_bars(make_console(), rate=False, eta=True, label_width=11):
         folders = train_demo_models_flow(out_dir=str(out), recipe=args.recipe, only=args.only, device=args.device)
     for name, folder in folders.items():

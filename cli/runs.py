@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cli.console import announce_prefect_start, escape, make_console, optional_path, stage_bars
+from cli.console import escape, make_console, optional_path, stage_bars
+from cli.prefect_server import start_prefect
+from tasks.core import interrupts
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -111,8 +113,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    announce_prefect_start()
-    with stage_bars(console, eta=True):
+    start_prefect()
+    with stage_bars(console, eta=True), interrupts.deferred():  # Prefect's engine must not be cut half-way
         summary = batch_flow(manifest=args.manifest, policy=args.policy)
     _print_summary(console, summary)
     return 0
@@ -489,8 +491,8 @@ def cmd_finalize(args: argparse.Namespace) -> int:
     from flows.delivery import delivery_flow
 
     console = make_console()
-    announce_prefect_start()
-    with stage_bars(console, rate=False):
+    start_prefect()
+    with stage_bars(console, rate=False), interrupts.deferred():  # Prefect's engine must not be cut half-way
         result = delivery_flow(run_id=args.run_id, policy=args.policy, publish=False)
     console.print(
         f"{result.finalized} finalized assets (published ones included) in run {escape(args.run_id)}", soft_wrap=True
@@ -512,8 +514,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
     console = make_console()
     console.print(f"target: {escape(target_root(policy))}", soft_wrap=True)
-    announce_prefect_start()
-    with stage_bars(console, rate=False):
+    start_prefect()
+    with stage_bars(console, rate=False), interrupts.deferred():  # Prefect's engine must not be cut half-way
         outcome = delivery_flow(run_id=args.run_id, policy=args.policy, finalize=False).published or PublishOutcome()
     already = 0
     for receipt in outcome.already + outcome.published:

@@ -9,25 +9,29 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
+from flows.interrupts import is_interruption
 from flows.labels import label_flow_run, run_tags
+from tasks.core import interrupts
 from tasks.core.files import write_atomic
+from tasks.core.interrupts import interruptible
 from tasks.core.states import RunStatus
 from tasks.stages import delivery, report, runs
 from tasks.stages.runs import RunContext, RunSummary
 from tasks.storage.workdir import run_lock
 
-prepare_task = task(runs.load_context, name="prepare-run", cache_policy=NO_CACHE)
-start_task = task(runs.start_run, name="record-plan", cache_policy=NO_CACHE)
-generate_task = task(runs.generate_chunk, name="generate-chunk", cache_policy=NO_CACHE)
-warnings_task = task(runs.record_prompt_warnings, name="check-prompt-lengths", cache_policy=NO_CACHE)
-score_task = task(runs.score_pending, name="clip-score", cache_policy=NO_CACHE)
-select_task = task(runs.select_top, name="select-top-k", cache_policy=NO_CACHE)
-screen_prompts_task = task(runs.screen_prompts_stage, name="screen-prompts", cache_policy=NO_CACHE)
-screen_images_task = task(runs.screen_images_stage, name="screen-images", cache_policy=NO_CACHE)
-approve_task = task(delivery.approve_by_policy, name="review-by-policy", cache_policy=NO_CACHE)
+prepare_task = task(interruptible(runs.load_context), name="prepare-run", cache_policy=NO_CACHE)
+start_task = task(interruptible(runs.start_run), name="record-plan", cache_policy=NO_CACHE)
+generate_task = task(interruptible(runs.generate_chunk), name="generate-chunk", cache_policy=NO_CACHE)
+warnings_task = task(interruptible(runs.record_prompt_warnings), name="check-prompt-lengths", cache_policy=NO_CACHE)
+score_task = task(interruptible(runs.score_pending), name="clip-score", cache_policy=NO_CACHE)
+select_task = task(interruptible(runs.select_top), name="select-top-k", cache_policy=NO_CACHE)
+screen_prompts_task = task(interruptible(runs.screen_prompts_stage), name="screen-prompts", cache_policy=NO_CACHE)
+screen_images_task = task(interruptible(runs.screen_images_stage), name="screen-images", cache_policy=NO_CACHE)
+approve_task = task(interruptible(delivery.approve_by_policy), name="review-by-policy", cache_policy=NO_CACHE)
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
+@interruptible
 def publish_artifacts(summary: RunSummary) -> None:
     """Post the ranking table, the contact sheet, the score distribution and the run summary as artifacts."""
     key = "".join(c if c.isalnum() else "-" for c in summary.run_id.lower())
@@ -93,6 +97,12 @@ def publish_artifacts(summary: RunSummary) -> None:
 @flow(name="assetmint-batch", log_prints=False, validate_parameters=False)
 def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
     """Generate, score, select and finalize every candidate a manifest plans; resumes where a run stopped."""
+    # Orchestration holds a stop signal back; it raises inside the tasks' work (tasks.core.interrupts).
+    with interrupts.deferred():
+        return _batch(manifest, policy)
+
+
+def _batch(manifest: str, policy: str | None) -> RunSummary:
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
     # The run id is `{campaign}-{digest of the pixel-making content}`: it already names the campaign.
     label_flow_run(ctx.run_id, run_tags(ctx.plan.campaign_id, ctx.policy))
@@ -117,12 +127,13 @@ def batch_flow(manifest: str, policy: str | None = None) -> RunSummary:
                 delivered = deliver(ctx.ledger_url, ctx.run_id, ctx.policy, publish=ctx.policy.publish.auto_publish)
                 warnings += delivered.failure_lines()
             warnings += runs.review_notices(ctx)
+            pending = bool(runs.review_notices(ctx))
+            status = RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED
+            summary = runs.summarize(ctx, generated, warnings, status)
+            publish_artifacts(summary)
         except BaseException as exc:
-            status = RunStatus.INTERRUPTED if isinstance(exc, KeyboardInterrupt) else RunStatus.FAILED
+            status = RunStatus.INTERRUPTED if is_interruption(exc) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))
             raise
-        pending = bool(runs.review_notices(ctx))
-        summary = runs.summarize(ctx, generated, warnings, RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED)
-        publish_artifacts(summary)
         runs.finish(ctx, summary)
     return summary

@@ -17,17 +17,20 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.interrupts import is_interruption
 from flows.labels import label_flow_run, run_tags, send_stage_logs_to_prefect
 from policies.model import Policy
+from tasks.core import interrupts
 from tasks.core.errors import AssetMintError, RunLockedError
+from tasks.core.interrupts import interruptible
 from tasks.stages import delivery, runs
 from tasks.stages.delivery import DeliveryResult, PublishOutcome
 from tasks.storage.publish import PublishTargetError
 from tasks.storage.workdir import run_lock
 
 send_stage_logs_to_prefect()
-finalize_task = task(delivery.finalize_approved, name="finalize-approved", cache_policy=NO_CACHE)
-record_task = task(delivery.record_delivery, name="record-delivery", cache_policy=NO_CACHE)
+finalize_task = task(interruptible(delivery.finalize_approved), name="finalize-approved", cache_policy=NO_CACHE)
+record_task = task(interruptible(delivery.record_delivery), name="record-delivery", cache_policy=NO_CACHE)
 
 
 def only_transient_failures(_task: Any, _task_run: Any, state: Any) -> bool:
@@ -43,6 +46,7 @@ def only_transient_failures(_task: Any, _task_run: Any, state: Any) -> bool:
     retry_delay_seconds=[5, 30, 120],
     retry_condition_fn=only_transient_failures,
 )
+@interruptible
 def publish_task(ledger_url: str, run_id: str, policy: Policy) -> PublishOutcome:
     """Publish what is not yet published; raise a retryable error while transient failures remain."""
     outcome = delivery.publish_finalized(ledger_url, run_id, policy)
@@ -81,7 +85,7 @@ def describe_error(exc: BaseException) -> str:
     """How a failed delivery reads on the review page: our own errors as they are, others with their class."""
     if isinstance(exc, AssetMintError):
         return str(exc)
-    if isinstance(exc, KeyboardInterrupt):
+    if is_interruption(exc):
         return "interrupted"
     return f"{type(exc).__name__}: {exc}"
 
@@ -95,6 +99,11 @@ def delivery_flow(
     attempt: str | None = None,
 ) -> DeliveryResult:
     """Finalize a run's approved candidates and publish its finalized assets; records the attempt in the ledger."""
+    with interrupts.deferred():  # orchestration holds a stop signal back; it raises inside the tasks' work
+        return _delivery(run_id, policy, finalize, publish, attempt)
+
+
+def _delivery(run_id: str, policy: str | None, finalize: bool, publish: bool, attempt: str | None) -> DeliveryResult:
     loaded, ledger_url = policy_for_run(run_id, policy)
     label_flow_run(f"deliver-{run_id}", run_tags(runs.ledger_for(ledger_url).run(run_id).campaign_id, loaded))
     with run_lock(loaded.resolved_work_dir(), run_id):  # one writer of a run's final files at a time

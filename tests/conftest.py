@@ -5,8 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import subprocess
+import sys
+import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +84,13 @@ def work_ledger(root: Path) -> Ledger:
     return Ledger.open_file(root / "work" / "ledger.sqlite")
 
 
+def backdate(path: Path, seconds: float = 120.0) -> Path:
+    """Move `path`'s modification time `seconds` into the past (older than tasks.core.files.TEMP_GRACE_S)."""
+    then = path.stat().st_mtime - seconds
+    os.utime(path, (then, then))
+    return path
+
+
 def write(path: Path, text: str) -> Path:
     """Write `text` to `path` (creating folders) and return the path."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,21 +98,144 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, str]:
-    """Run `assetmint ARGV` with config and work directories under `root` (for module-scoped fixtures)."""
-    from cli.main import main
-
-    env = {
+def isolated_environment(root: Path, model_cache: Path) -> dict[str, str]:
+    """The variables that put a command's config and work directories under `root`, with the tiny-models policy."""
+    return {
         "ASSETMINT_CACHE_DIR": str(model_cache),
         "ASSETMINT_CONFIG_DIR": str(root / "config"),
         "ASSETMINT_WORK_DIR": str(root / "work"),
         "ASSETMINT_POLICY": str(TINY_MODELS_POLICY),
     }
+
+
+def run_isolated(root: Path, model_cache: Path, argv: list[str]) -> dict[str, str]:
+    """Run `assetmint ARGV` with config and work directories under `root` (for module-scoped fixtures)."""
+    from cli.main import main
+
+    env = isolated_environment(root, model_cache)
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         assert main(argv) == 0
     return env
+
+
+def cli_command(argv: list[str]) -> list[str]:
+    """The command line of `assetmint ARGV` as a subprocess: this interpreter, so it works in any checkout."""
+    return [sys.executable, "-m", "cli", *argv]
+
+
+def command_environment(**extra: str) -> dict[str, str]:
+    """This process's environment for an `assetmint` subprocess, without the test session's Prefect log settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
+    env.update(extra)
+    return env
+
+
+class SpawnedRun:
+    """`assetmint ARGV` started in a session of its own (its own process group, as a terminal's foreground job),
+    observed from outside: the ledger it writes, its processes, its output (in files, so it never blocks)."""
+
+    def __init__(self, argv: list[str], root: Path, model_cache: Path, name: str = "run", **extra_env: str) -> None:
+        self.root = root
+        self.stdout = root / f"{name}.stdout"
+        self.stderr = root / f"{name}.stderr"
+        env = command_environment(**isolated_environment(root, model_cache), **extra_env)
+        with self.stdout.open("w") as out, self.stderr.open("w") as err:
+            self.process = subprocess.Popen(
+                cli_command(argv), cwd=root, env=env, stdout=out, stderr=err, start_new_session=True, text=True
+            )
+
+    @property
+    def pid(self) -> int:
+        """The command's pid, which is also its process group and session id."""
+        return self.process.pid
+
+    def counts(self) -> dict[str, int]:
+        """Candidates per state in the ledger (read-only; empty before the ledger exists)."""
+        return ledger_counts(self.root)
+
+    def wait_until(self, condition: Callable[[], bool], what: str, timeout_s: float = 300.0) -> None:
+        """Poll `condition` until it holds; fail if the command ends first or the time runs out."""
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            assert self.process.poll() is None, f"the command ended before {what}:\n{self.stderr.read_text()}"
+            assert time.monotonic() < deadline, f"not {what} within {timeout_s} s"
+            time.sleep(0.02)
+
+    def wait(self, timeout_s: float = 600.0) -> tuple[int, str]:
+        """Wait for the command to end; its exit status and stderr."""
+        code = self.process.wait(timeout=timeout_s)
+        return code, self.stderr.read_text()
+
+    def group_gone(self, timeout_s: float = 30.0) -> bool:
+        """True once no process is left in the command's process group (polls up to `timeout_s`)."""
+
+        def gone() -> bool:
+            try:
+                os.killpg(self.pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        return _poll(gone, timeout_s)
+
+    def prefect_servers(self) -> list[int]:
+        """The pids of the Prefect API servers the command started (its children running uvicorn)."""
+        return [pid for pid, command in _children(self.pid) if "uvicorn" in command]
+
+
+def process_gone(pid: int, timeout_s: float = 30.0) -> bool:
+    """True once process `pid` no longer exists (polls up to `timeout_s`)."""
+    return _poll(lambda: not Path(f"/proc/{pid}").exists(), timeout_s)
+
+
+def _poll(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def ledger_counts(root: Path) -> dict[str, int]:
+    """Candidates per state in the ledger under `root`, read without writing (empty before it exists)."""
+    return dict(ledger_query(root, "SELECT state, COUNT(*) FROM candidates GROUP BY state"))
+
+
+def run_statuses(root: Path) -> list[str]:
+    """The status of every run in the ledger under `root`."""
+    return [status for (status,) in ledger_query(root, "SELECT status FROM runs")]
+
+
+def ledger_query(root: Path, sql: str) -> list[Any]:
+    """Rows of `sql` on the ledger under `root`, read-only (none before the ledger and its schema exist)."""
+    import sqlite3
+
+    path = root / "work" / "ledger.sqlite"
+    if not path.exists():
+        return []
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
+            return db.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # the schema is still being created
+        return []
+
+
+def _children(pid: int) -> list[tuple[int, str]]:
+    """(pid, command line) of each running child of `pid`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()))
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +268,6 @@ def sign_decoy_credential(png: bytes, keys_dir: Path) -> tuple[bytes, Path]:
 def serve_on_loopback(app: Any) -> Iterator[str]:
     """Serve `app` with uvicorn, as the CLI configures it, on 127.0.0.1 and a free port; yields the base URL."""
     import threading
-    import time
 
     import uvicorn
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import orchestration_error
-from conftest import write
+from conftest import cli_command, command_environment, write
 
 MANIFEST = """\
 campaign: {id: clean, name: Clean output}
@@ -21,13 +20,11 @@ prompts: [{prompt: a lamp on a desk}]
 
 
 def _run(args: list[str], tmp_path: Path, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_LOGGING")}
-    env.update(extra_env)
     return subprocess.run(
-        [sys.executable, "-m", "cli", *args],
+        cli_command(args),
         capture_output=True,
         text=True,
-        env=env,
+        env=command_environment(**extra_env),
         cwd=tmp_path,
         timeout=600,
         check=False,

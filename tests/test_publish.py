@@ -20,6 +20,7 @@ from botocore.exceptions import (
 )
 from pydantic import ValidationError
 
+from conftest import backdate
 from policies.publish import PublishPolicy, TargetLocation, TargetSyntaxError, parse_target
 from tasks.storage.publish import (
     LocalFolderTarget,
@@ -192,6 +193,18 @@ def test_local_publish_writes_exact_bytes_and_sidecar(tmp_path: Path) -> None:
     assert sidecar == item.sidecar
     leftovers = [p.name for p in published.parent.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+def test_local_publish_sweeps_what_a_killed_publish_left_in_its_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "work/published/spring/run-1"
+    folder.mkdir(parents=True)
+    stale = [folder / ".a0.png.x1y2z3w4.tmp", folder / ".a0.png.provenance.json.q9r8s7t6.tmp"]
+    for path in [*stale, folder / "a0.png", folder / ".notes.tmp"]:
+        path.write_bytes(b"left over")
+        backdate(path)
+    open_target(PublishPolicy(), tmp_path / "work").publish(make_item(tmp_path))
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [".notes.tmp", "a0.png", "a1.png", "a1.png.provenance.json"]
 
 
 def test_local_republish_is_idempotent(tmp_path: Path) -> None:

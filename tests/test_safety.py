@@ -303,7 +303,7 @@ def test_screen_images_flags_with_reasons_and_reports_every_filter(tmp_path: Pat
     from tasks.stages.safety import images as images_module
 
     paths = [tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"]
-    monkeypatch.setattr(images_module, "nsfw_scores", lambda p, batch_size=16: [0.9, 0.1, 0.1])
+    monkeypatch.setattr(images_module, "nsfw_scores", lambda p, batch_size=16, per_image=False: [0.9, 0.1, 0.1])
     embeddings = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float32)
     encode = _encoder({"gun": [0, 1, 0], "gore": [0, 0.6, 0.8]})
     policy = SafetyPolicy.model_validate(

@@ -5,11 +5,17 @@ MKL GEMM) pick different blockings for different batch sizes, so the same sample
 batch of 4 and alone, and occasionally a pixel rounds the other way. In invariant mode the denoiser runs once per
 sample and the VAE decodes one image at a time, so each sample sees exactly the same arithmetic at any batch size.
 The batch still shares one pipeline call (text encoding, scheduler loop, Python overhead).
+
+Scoring follows the same switch: the CLIP encoders and the NSFW classifier see one input at a time while files are
+still read in batches, and the small vector arithmetic after them (norms, cosines) is always done one row at a time,
+since a matrix product's kernel can sum a row differently depending on how many rows it holds.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+import numpy as np
 
 _WRAPPED = "_assetmint_batch_invariant"
 
@@ -61,3 +67,17 @@ def make_batch_invariant(pipeline: Any) -> bool:
     if vae is not None and hasattr(vae, "enable_slicing"):
         vae.enable_slicing()
     return True
+
+
+def row_norms(rows: np.ndarray) -> np.ndarray:
+    """The Euclidean length of each row, each computed alone (float32)."""
+    return np.array([np.sqrt(np.sum(row * row)) for row in np.asarray(rows, dtype=np.float32)], dtype=np.float32)
+
+
+def row_dots(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """Dot products of each row with each vector, shape (len(rows), len(vectors)); each row computed alone."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    out = np.empty((len(rows), vectors.shape[0]), dtype=np.float32)
+    for index, row in enumerate(np.asarray(rows, dtype=np.float32)):
+        out[index] = np.sum(row * vectors, axis=-1)
+    return out

@@ -15,6 +15,7 @@ from typing import Any
 from policies.model import Policy, load_policy
 from tasks.core import progress
 from tasks.core.errors import LedgerError, MissingLedgerError
+from tasks.core.files import sweep_temp_files
 from tasks.core.states import CandidateState, RunStatus
 from tasks.stages.runs import RunContext, blocked_job_keys, ledger_for
 
@@ -69,6 +70,8 @@ def finalize_approved(ledger_url: str, run_id: str, policy: Policy) -> list[str]
         # A flagged candidate is signed only with a recorded override (Ledger.decide enforces how one is made).
         and (not (r.safety or {}).get("flagged") or (r.review or {}).get("override"))
     ]
+    for folder in (Path(run.run_dir), Path(run.run_dir) / "final"):  # what an interrupted finalize left there
+        sweep_temp_files(folder)
     if not rows:
         log.info("finalize: no approved candidate waits to be finalized")
         return []

@@ -20,6 +20,7 @@ from policies.watermark import WatermarkPolicy
 from tasks.core.cache import load_once
 from tasks.core.errors import AssetMintError
 from tasks.core.files import write_atomic
+from tasks.core.interrupts import children_ignore_stop_signals
 from tasks.provenance.trust import trust_label
 from tasks.storage.ledger import FinalizedAsset
 
@@ -194,9 +195,16 @@ def finalize_many(
                 on_done(results[-1])
         return results
     # spawn, not fork: the parent has torch's OpenMP pool running, which forked children can deadlock on.
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-        for outcome in pool.map(finalize_one, jobs, chunksize=max(1, len(jobs) // (workers * 4))):
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn"))
+    try:
+        with children_ignore_stop_signals():  # map() starts the workers
+            outcomes = pool.map(finalize_one, jobs, chunksize=max(1, len(jobs) // (workers * 4)))
+        for outcome in outcomes:
             results.append(outcome)
             if on_done:
                 on_done(outcome)
+    finally:
+        # On an interrupt the queued assets are dropped, not finished; the ones already running complete their
+        # atomic writes (a rerun finalizes them again), so the wait is one asset per worker at most.
+        pool.shutdown(wait=True, cancel_futures=True)
     return results

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.core.cache import load_once
 from tasks.core.errors import ModelError
-from tasks.core.files import write_atomic
+from tasks.core.files import sweep_temp_files, write_atomic
 from tasks.core.quiet import quiet_diffusers
 from tasks.core.schedulers import get_scheduler_preset
 from tasks.stages.batch_invariance import make_batch_invariant
@@ -234,6 +234,7 @@ def generate_candidates(
     for spec in specs:
         groups.setdefault(spec.batch_key(), []).append(spec)
     results: list[GeneratedImage] = []
+    swept: set[Path] = set()
     for group in groups.values():
         for start in range(0, len(group), batch_size):
             batch = group[start : start + batch_size]
@@ -243,6 +244,9 @@ def generate_candidates(
             for spec, image in zip(batch, images, strict=True):
                 path = candidate_image_path(image_store, spec.candidate_id)
                 path.parent.mkdir(parents=True, exist_ok=True)
+                if path.parent not in swept:  # what a killed generation left in this shard of the store
+                    swept.add(path.parent)
+                    sweep_temp_files(path.parent)
                 file_sha = save_png_atomic(image, path)
                 results.append(
                     GeneratedImage(

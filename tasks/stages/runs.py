@@ -370,17 +370,21 @@ def score_pending(ctx: RunContext) -> int:
     if not rows:
         log.info("CLIP scoring: nothing new to score")
         return 0
-    scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
+    runtime = _runtime(ctx)
+    scorer = load_scorer(scoring.clip_model, runtime.device)
+    # A resumed run scores whatever is left, in other batches: per-input encoding keeps the scores bit-identical.
+    invariant = runtime.batch_invariant
     by_prompt: dict[str, list[Any]] = {}
     for row in rows:
         by_prompt.setdefault(row.prompt, []).append(row)
     texts = list(by_prompt)
-    text_vectors = dict(zip(texts, encode_texts(scorer, texts), strict=True)) if texts else {}
+    text_vectors = dict(zip(texts, encode_texts(scorer, texts, per_text=invariant), strict=True)) if texts else {}
     done = 0
     for prompt, group in by_prompt.items():
         for start in range(0, len(group), scoring.batch_size):
             batch = group[start : start + scoring.batch_size]
-            vectors = encode_images(scorer, [Path(r.image_path) for r in batch], scoring.batch_size)
+            paths = [Path(r.image_path) for r in batch]
+            vectors = encode_images(scorer, paths, scoring.batch_size, per_image=invariant)
             cosines = cosine_rows(vectors, text_vectors[prompt])
             ledger.record_scores(
                 ctx.run_id,
@@ -412,7 +416,8 @@ def screen_images_stage(ctx: RunContext) -> int:
         log.info("image screening: nothing new to screen")
         return 0
     scoring = ctx.policy.scoring
-    scorer = load_scorer(scoring.clip_model, _runtime(ctx).device)
+    runtime = _runtime(ctx)
+    scorer = load_scorer(scoring.clip_model, runtime.device)
     stored = ledger.embeddings(ctx.run_id, scoring.clip_model)
     done = flagged = 0
     for start in range(0, len(rows), scoring.batch_size):
@@ -421,8 +426,9 @@ def screen_images_stage(ctx: RunContext) -> int:
         verdicts = screen_images(
             [Path(str(r.image_path)) for r in batch],
             embeddings,
-            lambda texts: encode_texts(scorer, texts),
+            lambda texts: encode_texts(scorer, texts, per_text=runtime.batch_invariant),
             ctx.policy.safety,
+            per_image=runtime.batch_invariant,
         )
         ledger.record_screening(
             ctx.run_id,

@@ -12,6 +12,7 @@ import numpy as np
 
 from tasks.core.cache import load_once
 from tasks.core.errors import ModelError
+from tasks.stages.batch_invariance import row_dots, row_norms
 
 CLIPSCORE_WEIGHT = 2.5
 LOCAL_DIR = "local-dir:"
@@ -112,12 +113,24 @@ def token_overflow(scorer: Scorer, text: str) -> int:
 
 
 def _normalize(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    norms = row_norms(vectors)[:, None]
     return vectors / np.clip(norms, 1e-12, None)
 
 
-def encode_images(scorer: Scorer, paths: Sequence[Path], batch_size: int) -> np.ndarray:
-    """Unit-norm image embeddings (float32, one row per path), in batches of `batch_size`."""
+def _encode(encoder: Any, batches: Sequence[Any], device: str) -> np.ndarray:
+    """Run `encoder` on each input batch and stack the float32 rows."""
+    import torch
+
+    with torch.inference_mode():
+        return np.concatenate([encoder(batch.to(device)).float().cpu().numpy() for batch in batches], axis=0)
+
+
+def encode_images(scorer: Scorer, paths: Sequence[Path], batch_size: int, per_image: bool = False) -> np.ndarray:
+    """Unit-norm image embeddings (float32, one row per path), read in batches of `batch_size`.
+
+    With `per_image` the encoder sees one image at a time, so a row's bits do not depend on the batch it was read in
+    (the policy's generation.batch_invariant; see tasks/stages/batch_invariance.py).
+    """
     import torch
     from PIL import Image
 
@@ -127,21 +140,23 @@ def encode_images(scorer: Scorer, paths: Sequence[Path], batch_size: int) -> np.
         for path in paths[start : start + batch_size]:
             with Image.open(path) as image:
                 tensors.append(scorer.preprocess(image.convert("RGB")))
-        with scorer.lock, torch.inference_mode():
-            features = scorer.model.encode_image(torch.stack(tensors).to(scorer.device))
-        rows.append(features.float().cpu().numpy())
+        batches = [t.unsqueeze(0) for t in tensors] if per_image else [torch.stack(tensors)]
+        with scorer.lock:
+            rows.append(_encode(scorer.model.encode_image, batches, scorer.device))
     return _normalize(np.concatenate(rows, axis=0)).astype(np.float32)
 
 
-def encode_texts(scorer: Scorer, texts: Sequence[str]) -> np.ndarray:
-    """Unit-norm text embeddings (float32, one row per text); texts beyond the context are truncated."""
-    import torch
+def encode_texts(scorer: Scorer, texts: Sequence[str], per_text: bool = False) -> np.ndarray:
+    """Unit-norm text embeddings (float32, one row per text); texts beyond the context are truncated.
 
-    with scorer.lock, torch.inference_mode():
-        features = scorer.model.encode_text(scorer.tokenizer(list(texts)).to(scorer.device))
-    return _normalize(features.float().cpu().numpy()).astype(np.float32)
+    With `per_text` the encoder sees one text at a time, so a row does not depend on which other texts came along.
+    """
+    batches = [scorer.tokenizer([text]) for text in texts] if per_text else [scorer.tokenizer(list(texts))]
+    with scorer.lock:
+        features = _encode(scorer.model.encode_text, batches, scorer.device)
+    return _normalize(features).astype(np.float32)
 
 
 def cosine_rows(image_embeddings: np.ndarray, text_embedding: np.ndarray) -> np.ndarray:
-    """Cosine similarity of each unit-norm image row with one unit-norm text vector."""
-    return image_embeddings @ text_embedding
+    """Cosine similarity of each unit-norm image row with one unit-norm text vector (each row computed alone)."""
+    return row_dots(image_embeddings, np.asarray(text_embedding)[None, :])[:, 0]

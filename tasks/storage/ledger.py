@@ -41,6 +41,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from tasks.core import interrupts
 from tasks.core.clock import Clock, SystemClock
 from tasks.core.errors import LedgerError, MissingLedgerError, ReviewError
 from tasks.core.states import CandidateState, RunStatus, can_transition
@@ -325,8 +326,8 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """A session whose changes are committed together, or not at all."""
-        with self._sessions.begin() as session:
+        """A session whose changes are committed together, or not at all; a stop signal waits until it has ended."""
+        with interrupts.deferred(), self._sessions.begin() as session:
             yield session
 
     # --- runs -------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import json
 import os
 import random
 import re
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.publish import KEY_FIELDS, check_key_template
 from tasks.core.errors import AssetMintError
-from tasks.core.files import create_only
+from tasks.core.files import create_only, sweep_temp_files
 
 if TYPE_CHECKING:
     from policies.publish import PublishPolicy
@@ -298,6 +299,8 @@ class LocalFolderTarget:
     def __init__(self, root: Path, policy: PublishPolicy) -> None:
         self.root = root
         self.policy = policy
+        self._swept: set[Path] = set()
+        self._swept_lock = threading.Lock()
 
     def describe(self) -> str:
         """The folder, as a file URI."""
@@ -343,6 +346,7 @@ class LocalFolderTarget:
             raise PublishTargetError(
                 f"cannot create folder {final.parent} in publish target {self.describe()}: {exc.strerror or exc}"
             ) from None
+        self._sweep_once(final.parent)
         if final.exists():
             return self._existing(final, key, sha256, item)
         try:
@@ -353,6 +357,14 @@ class LocalFolderTarget:
                 "file system with hard links)"
             ) from None
         return False if created else self._existing(final, key, sha256, item)
+
+    def _sweep_once(self, folder: Path) -> None:
+        """Remove what interrupted publishes left in `folder`, the first time this target writes there."""
+        with self._swept_lock:
+            if folder in self._swept:
+                return
+            self._swept.add(folder)
+            sweep_temp_files(folder)
 
     def _existing(self, final: Path, key: str, sha256: str, item: PublishItem) -> bool:
         existing = hashlib.sha256(final.read_bytes()).hexdigest()

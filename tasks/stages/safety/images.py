@@ -11,6 +11,7 @@ import numpy as np
 
 from policies.safety import CONCEPTS, NSFW, SafetyPolicy
 from tasks.core.cache import load_once
+from tasks.stages.batch_invariance import row_dots, row_norms
 from tasks.stages.safety import SafetyError, UnreadableImageError
 
 TextEncoder = Callable[[list[str]], np.ndarray]
@@ -70,8 +71,11 @@ def _open_rgb(path: Path) -> Any:
         raise UnreadableImageError(f"cannot read image {path}: {exc}") from exc
 
 
-def nsfw_scores(paths: Sequence[Path], batch_size: int = 16) -> list[float]:
-    """NSFW probability (0..1) per image from the open_nsfw classifier, in batches of `batch_size`."""
+def nsfw_scores(paths: Sequence[Path], batch_size: int = 16, per_image: bool = False) -> list[float]:
+    """NSFW probability (0..1) per image from the open_nsfw classifier, images read in batches of `batch_size`.
+
+    With `per_image` the classifier sees one image at a time, so a score does not depend on the batch it came in.
+    """
     if batch_size < 1:
         raise SafetyError(f"batch_size must be at least 1, got {batch_size}")
     if not paths:
@@ -80,7 +84,10 @@ def nsfw_scores(paths: Sequence[Path], batch_size: int = 16) -> list[float]:
     scores: list[float] = []
     for start in range(0, len(paths), batch_size):
         images = [_open_rgb(Path(p)) for p in paths[start : start + batch_size]]
-        predictions = classifier.classify_batch(images, max_workers=2)
+        if per_image:
+            predictions = [classifier.classify(image) for image in images]
+        else:
+            predictions = classifier.classify_batch(images, max_workers=2)
         scores.extend(float(prediction.nsfw) for prediction in predictions)
     return scores
 
@@ -90,7 +97,7 @@ def _unit_rows(matrix: np.ndarray, what: str) -> np.ndarray:
     array = np.asarray(matrix, dtype=np.float32)
     if array.ndim != 2:
         raise SafetyError(f"{what} must be a 2-D array of rows, got shape {array.shape}")
-    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    norms = row_norms(array)[:, None]
     if np.any(norms == 0) or not np.all(np.isfinite(norms)):
         raise SafetyError(f"{what} contains a zero or non-finite row")
     return array / norms
@@ -109,7 +116,7 @@ def concept_scores(image_embeddings: np.ndarray, concepts: Sequence[str], encode
             f"concept text embeddings have {texts.shape[1]} dimensions but image embeddings have {images.shape[1]}; "
             "encode the concepts with the same CLIP model that embedded the images"
         )
-    return images @ texts.T
+    return row_dots(images, texts)
 
 
 def verdicts_from_scores(
@@ -150,11 +157,15 @@ def verdicts_from_scores(
 
 
 def screen_images(
-    paths: Sequence[Path], image_embeddings: np.ndarray, encode_texts: TextEncoder, policy: SafetyPolicy
+    paths: Sequence[Path],
+    image_embeddings: np.ndarray,
+    encode_texts: TextEncoder,
+    policy: SafetyPolicy,
+    per_image: bool = False,
 ) -> list[ImageVerdict]:
-    """Screen images with every enabled image filter; one verdict per path, in order."""
+    """Screen images with every enabled image filter; one verdict per path, in order (`per_image`: nsfw_scores)."""
     running = policy.image_filters_on()
-    nsfw = nsfw_scores(paths) if NSFW in running else None
+    nsfw = nsfw_scores(paths, per_image=per_image) if NSFW in running else None
     concepts = None
     if CONCEPTS in running:
         embeddings = np.asarray(image_embeddings)
