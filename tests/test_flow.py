@@ -229,7 +229,7 @@ def test_bad_input_leaves_the_ledger_untouched(tmp_path: Path, capsys: pytest.Ca
     finally:
         os.environ["ASSETMINT_WORK_DIR"] = old
     err = capsys.readouterr().err
-    assert "is not writable" in err and "Traceback" not in err
+    assert "is not a writable folder (Not a directory)" in err and "Traceback" not in err
     del monkey_env
 
 

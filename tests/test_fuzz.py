@@ -365,7 +365,7 @@ def test_validate_answers_every_policy(policy: Any, fuzz_root: Path) -> None:
 
 
 class _FlowWouldStart(Exception):
-    """Raised in place of the batch flow: every check `run` makes before generating anything has passed."""
+    """Raised in place of starting Prefect: every check `run` makes before generating anything has passed."""
 
 
 @FUZZ
@@ -373,13 +373,13 @@ class _FlowWouldStart(Exception):
 def test_run_refuses_exactly_what_validate_refuses(
     manifest: Any, fuzz_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`run` accepts exactly what validate accepts (up to starting the flow); a refusal writes nothing."""
-    import flows.batch
+    """`run` accepts exactly what validate accepts (up to starting Prefect); a refusal writes nothing."""
+    import cli.runs
 
-    def flow_would_start(**_: Any) -> None:
+    def prefect_would_start() -> None:
         raise _FlowWouldStart
 
-    monkeypatch.setattr(flows.batch, "batch_flow", flow_would_start)
+    monkeypatch.setattr(cli.runs, "start_prefect", prefect_would_start)
     path = fuzz_root / "m.yaml"
     path.write_text(_dump(manifest), encoding="utf-8")
     validated, _ = _check(["validate", str(path)], fuzz_root)
