@@ -368,45 +368,61 @@ def _where(source: Path, index: int, spec: PromptSpec) -> str:
     return f"{source}: prompts[{index}] ({spec.id or f'p{index + 1}'})"
 
 
-def _check_plan_size(manifest: Manifest, source: Path, max_candidates: int) -> None:
-    """Refuse a plan over `max_candidates` by arithmetic, before a single job is built."""
-    total = 0
-    for index, spec in enumerate(manifest.prompts):
-        settings = _merged_settings(manifest.defaults, spec)
-        where = _where(source, index, spec)
-        total += spec.combinations() * len(_resolve_sizes(settings, where)) * len(_resolve_seeds(settings, where))
-    if total > max_candidates:
-        raise PolicyError(
-            f"{source} plans {total:,} candidates, over max_candidates_per_run {max_candidates:,}; split the batch "
-            "or reduce its vars, aspect ratios or candidates."
-        )
+@dataclass(frozen=True)
+class _Resolved:
+    """One prompt spec with its settings merged and its sizes and seeds resolved, before any expansion."""
+
+    index: int
+    spec: PromptSpec
+    where: str
+    settings: dict[str, Any]
+    model: str
+    sizes: list[tuple[str, int, int]]
+    seeds: tuple[int, ...]
+
+    @property
+    def candidate_count(self) -> int:
+        return self.spec.combinations() * len(self.sizes) * len(self.seeds)
 
 
-def expand(manifest: Manifest, source: Path, max_candidates: int = MAX_CANDIDATES_PER_RUN) -> Plan:
-    """Expand prompt templates x variables x aspect ratios into jobs; ManifestError on conflicts, PolicyError when the
-    plan would exceed `max_candidates` (checked arithmetically first)."""
-    _check_plan_size(manifest, source, max_candidates)
-    jobs: list[Job] = []
-    seen_keys: dict[str, str] = {}
+def _resolve(manifest: Manifest, source: Path) -> list[_Resolved]:
+    resolved = []
     for index, spec in enumerate(manifest.prompts):
-        prompt_id = spec.id or f"p{index + 1}"
         where = _where(source, index, spec)
         settings = _merged_settings(manifest.defaults, spec)
         model = settings.get("model")
         if model is None:
             raise ManifestError(f"{where}: no model; set defaults.model or this prompt's model.")
         sizes = _resolve_sizes(settings, where)
-        seeds = _resolve_seeds(settings, where)
+        resolved.append(_Resolved(index, spec, where, settings, model, sizes, _resolve_seeds(settings, where)))
+    return resolved
+
+
+def expand(manifest: Manifest, source: Path, max_candidates: int = MAX_CANDIDATES_PER_RUN) -> Plan:
+    """Expand prompt templates x variables x aspect ratios into jobs; ManifestError on conflicts, PolicyError when the
+    plan would exceed `max_candidates` (computed arithmetically, before a single job is built)."""
+    resolved = _resolve(manifest, source)
+    total = sum(item.candidate_count for item in resolved)
+    if total > max_candidates:
+        raise PolicyError(
+            f"{source} plans {total:,} candidates, over max_candidates_per_run {max_candidates:,}; split the batch "
+            "or reduce its vars, aspect ratios or candidates."
+        )
+    jobs: list[Job] = []
+    seen_keys: dict[str, str] = {}
+    for item in resolved:
+        spec, settings, where = item.spec, item.settings, item.where
+        prompt_id = spec.id or f"p{item.index + 1}"
         names = list(spec.vars)
         for combo in itertools.product(*(spec.vars[name] for name in names)):
             variables = dict(zip(names, combo, strict=True))
             text = spec.prompt.format(**variables)
-            for aspect, width, height in sizes:
+            for aspect, width, height in item.sizes:
                 variant = ", ".join([*(f"{k}={v}" for k, v in variables.items()), *([aspect] if aspect else [])])
                 job_fields = {
                     "prompt": text,
                     "negative_prompt": settings["negative_prompt"],
-                    "model": model,
+                    "model": item.model,
                     "width": width,
                     "height": height,
                     "steps": settings["steps"],
@@ -426,7 +442,7 @@ def expand(manifest: Manifest, source: Path, max_candidates: int = MAX_CANDIDATE
                         prompt_id=prompt_id,
                         variant=variant,
                         variables=variables,
-                        seeds=seeds,
+                        seeds=item.seeds,
                         keep_top_k=settings["keep_top_k"],
                         output_format=str(OutputFormat(settings["output_format"])),
                         **job_fields,
