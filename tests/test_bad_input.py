@@ -191,13 +191,6 @@ def test_a_job_count_is_computed_before_any_job_is_built(tmp_path: Path, capsys:
 def test_small_aliases_still_work(tmp_path: Path) -> None:
     manifest = write(
         tmp_path / "m.yaml",
-        HEAD
-        + "colours: &c [red, blue]\nprompts:\n  - {prompt: 'a {x} star', vars: {x: *c}}\n  - {prompt: 'a {x} circle', "
-        "vars: {x: *c}}\n",
-    )
-    assert main(["validate", str(manifest)]) == 2  # the top-level `colours` key is unknown, the aliases are fine
-    manifest = write(
-        tmp_path / "m.yaml",
         HEAD + "prompts:\n  - {prompt: 'a {x} star', vars: {x: &c [red, blue]}}\n  - {prompt: 'a {x} circle', "
         "vars: {x: *c}}\n",
     )

@@ -7,7 +7,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from tasks.core.errors import ModelError
 from tasks.core.paths import cache_dir
@@ -141,9 +141,8 @@ def resolve_model(ref: str) -> ModelSource:
     from tasks.stages import embedded
 
     if embedded.is_embedded(ref):
-        folder = embedded.resolve_embedded(ref)
-        if not isinstance(folder, Path):
-            raise ModelError(f"{ref!r} is an embedded CLIP model, not a text-to-image pipeline.")
+        embedded.check_embedded(ref, "pipeline")  # before building anything: a CLIP name is refused, not built
+        folder = cast(Path, embedded.resolve_embedded(ref))
         marker = embedded.read_marker(folder) or {}
         # The marker's weights digest ignores library versions written into configs, so ids survive upgrades;
         # a shipped model's training and evaluation records are not part of what makes its pixels.

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -54,9 +54,8 @@ def resolve_clip(ref: str) -> ClipSource:
     from tasks.stages import embedded
 
     if embedded.is_embedded(ref):
-        built = embedded.resolve_embedded(ref)
-        if isinstance(built, Path):
-            raise ModelError(f"{ref!r} is an embedded text-to-image pipeline, not a CLIP model.")
+        embedded.check_embedded(ref, "clip")  # before building anything: a pipeline name is refused, not built
+        built = cast(embedded.EmbeddedClip, embedded.resolve_embedded(ref))
         checkpoint = str(built.checkpoint) if built.checkpoint else None  # a local-dir: model carries its weights
         return ClipSource(ref=ref, model_name=built.model_name, pretrained=checkpoint)
     import open_clip
