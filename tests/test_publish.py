@@ -460,3 +460,12 @@ def test_s3_metadata_claiming_our_digest_does_not_make_other_bytes_ours(tmp_path
     with pytest.raises(PublishConflictError):
         target.publish(item)
     assert fake.objects[key]["Body"] == b"other bytes"
+
+
+def test_a_folder_target_is_probed_without_creating_it(tmp_path: Path) -> None:
+    LocalFolderTarget(tmp_path / "not" / "yet" / "there", PublishPolicy()).probe()  # a writable ancestor suffices
+    assert not (tmp_path / "not").exists()
+    blocker = tmp_path / "a-file"
+    blocker.write_text("where the folder should be")
+    with pytest.raises(PublishTargetError, match="a-file is not a writable folder"):
+        LocalFolderTarget(blocker / "published", PublishPolicy()).probe()

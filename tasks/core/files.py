@@ -100,3 +100,16 @@ def _remove_if_abandoned(entry: os.DirEntry[str]) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def why_not_creatable(folder: Path) -> str | None:
+    """Why `folder` could not be created and written here, or None: tried by making (and removing) a folder in its
+    nearest existing ancestor, since permission bits do not say what mkdir does (root, /proc, read-only mounts)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".assetmint-probe-", dir=existing))
+    except OSError as exc:
+        return f"{existing} is not a writable folder ({exc.strerror or exc})"
+    return None

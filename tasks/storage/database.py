@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from tasks.core.errors import LedgerError
+from tasks.core.files import why_not_creatable
 
 # Seconds a network database may take to accept a connection: a refused or unreachable server fails in this time
 # instead of the driver's default (unbounded for libpq).
@@ -57,12 +56,6 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def probe_database(url: str) -> None:
     """Prove, creating nothing, that the ledger at `url` can be reached and written; LedgerError saying why not."""
     from sqlalchemy import create_engine
@@ -72,14 +65,12 @@ def probe_database(url: str) -> None:
     parsed = parse_database_url(url)
     database_file = sqlite_file(parsed)
     if database_file is not None and not database_file.exists():
-        folder = _nearest_existing(database_file.parent)
-        try:  # what os.access says is not what mkdir does (root, /proc, read-only mounts): try, leave nothing
-            os.rmdir(tempfile.mkdtemp(prefix=".assetmint-probe-", dir=folder))
-        except OSError as exc:
+        why = why_not_creatable(database_file.parent)
+        if why is not None:
             raise LedgerError(
-                f"the ledger {database_file} cannot be created: {folder} is not a writable folder "
-                f"({exc.strerror}); set ledger.url or work_dir in the policy to a folder you can write."
-            ) from None
+                f"the ledger {database_file} cannot be created: {why}; set ledger.url or work_dir in the policy to a "
+                "folder you can write."
+            )
         return
     engine = create_engine(parsed, poolclass=NullPool, **engine_options(parsed))
     try:

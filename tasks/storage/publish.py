@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import random
 import re
 import threading
@@ -36,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from policies.publish import KEY_FIELDS, check_key_template
 from tasks.core.errors import AssetMintError
-from tasks.core.files import create_only, sweep_temp_files
+from tasks.core.files import create_only, sweep_temp_files, why_not_creatable
 
 if TYPE_CHECKING:
     from policies.publish import PublishPolicy
@@ -307,14 +306,10 @@ class LocalFolderTarget:
         return f"file://{self.root}"
 
     def probe(self) -> None:
-        """The folder, or the nearest folder above it that exists, is one this process may write."""
-        folder = self.root
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
-            raise PublishTargetError(
-                f"cannot publish to {self.describe()}: {folder} is not a writable folder; fix publish.target"
-            )
+        """The folder can be created (or is there) and written: tried, leaving nothing behind."""
+        why = why_not_creatable(self.root)
+        if why is not None:
+            raise PublishTargetError(f"cannot publish to {self.describe()}: {why}; fix publish.target")
 
     def publish(self, item: PublishItem) -> PublishReceipt:
         """Link the verified bytes (and sidecar) into place; equal existing bytes = already published."""
