@@ -220,6 +220,8 @@ def _with_paths_relative_to(policy: Policy, folder: Path) -> Policy:
             "certificate_chain": absolute(signing.certificate_chain),
             "private_key": absolute(signing.private_key),
             "trust_anchors": [absolute(p) or p for p in signing.trust_anchors],
+            "watermark_secret": absolute(signing.watermark_secret),
+            "retired_watermark_secrets": [absolute(p) or p for p in signing.retired_watermark_secrets],
         }
     )
     return policy.model_copy(update={"signing": updated})

@@ -8,6 +8,10 @@ Sources of the signing certificate chain and key, each chosen independently:
   or ``callback`` ("module:function" returning a callable that signs bytes, for KMS/HSM keys).
 
 Setting none of them means the development chain (created on first use, untrusted for production).
+
+The watermark's check bits are a keyed MAC; its secret comes from ``watermark_secret`` (a file) or
+``watermark_secret_env`` (an environment variable), else from the development secret beside the development keys.
+``retired_watermark_secrets`` only decode: they keep assets marked before a rotation resolving.
 """
 
 from __future__ import annotations
@@ -52,6 +56,22 @@ class SigningPolicy(BaseModel):
         description="'module:function' returning a callable that signs bytes (KMS/HSM keys), used instead of a "
         "private key; the certificate chain still comes from certificate_chain or certificate_chain_env.",
     )
+    watermark_secret: str | None = Field(
+        default=None,
+        description="Path to the file holding the watermark MAC secret (at least 16 random bytes as hex text, "
+        "mode 0600) that keys the watermark's check bits; none (and no watermark_secret_env) means the development "
+        "secret beside the development keys, created on first use.",
+    )
+    watermark_secret_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the watermark MAC secret as hex text "
+        "(instead of watermark_secret).",
+    )
+    retired_watermark_secrets: list[str] = Field(
+        default_factory=list,
+        description="Files holding watermark secrets rotated out of use: never used to mark, only to decode, so "
+        "assets marked before a rotation still resolve; keep them as long as those assets may be audited.",
+    )
     trust_anchors: list[str] = Field(
         default_factory=list,
         description="PEM files with the root certificates a reader trusts when validating signed assets; the "
@@ -79,19 +99,26 @@ class SigningPolicy(BaseModel):
         description="Write the prompt text into the generation assertion; when false only its SHA-256 is written.",
     )
 
-    @field_validator("certificate_chain_env", "private_key_env")
+    @field_validator("certificate_chain_env", "private_key_env", "watermark_secret_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_RE.match(value):
             raise ValueError(f"{value!r} is not an environment variable name (letters, digits, underscore)")
         return value
 
-    @field_validator("certificate_chain", "private_key")
+    @field_validator("certificate_chain", "private_key", "watermark_secret")
     @classmethod
     def _non_empty_path(cls, value: str | None) -> str | None:
         if value is not None and not value.strip():
             raise ValueError("must be a file path, not an empty string")
         return value
+
+    @field_validator("retired_watermark_secrets")
+    @classmethod
+    def _non_empty_paths(cls, values: list[str]) -> list[str]:
+        if any(not value.strip() for value in values):
+            raise ValueError("every entry must be a file path, not an empty string")
+        return values
 
     @field_validator("callback")
     @classmethod
@@ -112,6 +139,10 @@ class SigningPolicy(BaseModel):
         if self.certificate_chain and self.certificate_chain_env:
             raise ValueError(
                 "set either certificate_chain (a file) or certificate_chain_env (an environment variable), not both"
+            )
+        if self.watermark_secret and self.watermark_secret_env:
+            raise ValueError(
+                "set either watermark_secret (a file) or watermark_secret_env (an environment variable), not both"
             )
         key_sources = [
             name
@@ -148,3 +179,8 @@ class SigningPolicy(BaseModel):
             or self.private_key_env
             or self.callback
         )
+
+    @property
+    def uses_development_watermark_secret(self) -> bool:
+        """True when no watermark secret is configured: the development secret keys the watermark."""
+        return not (self.watermark_secret or self.watermark_secret_env)
