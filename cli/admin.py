@@ -1,9 +1,10 @@
-"""`assetmint keys init|show` and `assetmint safety eval`: signing keys and the image filters' calibration."""
+"""`assetmint keys ...` and `assetmint safety eval`: signing keys, watermark secret, the image filters' calibration."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,39 @@ def cmd_keys_init(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
-    """Show the development signing keys."""
+    """Show the development signing keys and the development watermark secret's fingerprints."""
+    from policies.signing import SigningPolicy
     from tasks.provenance.keys import show_dev_keys
+    from tasks.provenance.mark_secrets import dev_secret_path, load_mark_secrets
 
     _print_keys(show_dev_keys(), "found")
+    path = dev_secret_path()
+    if not os.path.lexists(path):
+        print(f"no DEVELOPMENT watermark secret in {path.parent} yet (the first run creates it)")
+        return 0
+    marks = load_mark_secrets(SigningPolicy(), create=False)
+    print(f"DEVELOPMENT watermark secret (fingerprints only) in {path.parent}")
+    print(f"  {'current':>12}: {marks.current.fingerprint}")
+    print(f"  {'retired':>12}: {', '.join(s.fingerprint for s in marks.retired) or 'none'}")
+    return 0
+
+
+def cmd_keys_rotate_watermark_secret(args: argparse.Namespace) -> int:
+    """Make a new development watermark secret current, keeping the old one to decode older assets."""
+    from tasks.provenance.mark_secrets import dev_secret_path, rotate_dev_secret
+
+    path = dev_secret_path()
+    had_one = os.path.lexists(path)
+    marks = rotate_dev_secret()
+    old = marks.retired[0].fingerprint if had_one else None
+    print(f"rotated the DEVELOPMENT watermark secret in {path.parent}")
+    print(f"  {'old':>12}: {old or 'none (there was no secret to retire)'}")
+    print(f"  {'new':>12}: {marks.current.fingerprint}")
+    if old:
+        print(
+            f"new assets are marked with {marks.current.fingerprint}; assets marked before still verify while "
+            f"{path.name}.retired-{old} is kept: keep it for audits"
+        )
     return 0
 
 

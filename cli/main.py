@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from cli.admin import cmd_keys_init, cmd_keys_show, cmd_safety_eval
+from cli.admin import cmd_keys_init, cmd_keys_rotate_watermark_secret, cmd_keys_show, cmd_safety_eval
 from cli.console import STARTUP_TIMEOUT_SETTING, quiet_environment
 from cli.inspect import add_inspect_commands
 from cli.models import add_models_commands
@@ -103,14 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", metavar="FILE", help="policy file (default: the packaged default policy)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_safety_eval)
-    keys = sub.add_parser("keys", help="development signing keys")
+    keys = sub.add_parser("keys", help="development signing keys and watermark secret")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     p = keys_sub.add_parser("init", help="create a development CA and signing certificate")
     p.add_argument("--force", action="store_true", help="replace existing keys")
     p.add_argument("--algorithm", choices=["es256", "ps256", "ed25519"], default="es256")
     p.set_defaults(handler=cmd_keys_init)
-    p = keys_sub.add_parser("show", help="show the development keys")
+    p = keys_sub.add_parser("show", help="show the development keys and watermark secret fingerprints")
     p.set_defaults(handler=cmd_keys_show)
+    p = keys_sub.add_parser(
+        "rotate-watermark-secret", help="make a new development watermark secret current, keep the old to decode"
+    )
+    p.set_defaults(handler=cmd_keys_rotate_watermark_secret)
     add_models_commands(sub)
     add_review_command(sub, common)
     add_inspect_commands(sub, common)
