@@ -1,9 +1,8 @@
 """Robustness, false matches, invisibility and cost of AssetMint's invisible watermark, per method.
 
 Usage:
-    python benchmarks/watermark_robustness.py              # full run: about 50 min per method for dwtDctSvd
-                                                           # on 2 idle cores (2-3x that on a shared machine)
-    python benchmarks/watermark_robustness.py --quick      # small run (2-4 min for dwtDctSvd)
+    python benchmarks/watermark_robustness.py              # full run, see below for its time
+    python benchmarks/watermark_robustness.py --quick      # small run: ~2 min for dwtDctSvd on 2 idle cores
     python benchmarks/watermark_robustness.py --markdown   # README-ready tables
     python benchmarks/watermark_robustness.py --methods dwtDctSvd --split heldout --false-matches 2000
 
@@ -26,8 +25,12 @@ makes the exit status 1.
 False matches: unmarked images (random crops, flips, brightness, contrast, JPEG and WebP variants of the
 photographs of the chosen splits, and procedural images), 256 to 1024 px, each decoded with the audit decoder
 and, as the candidate size, the same aspect at 1024 px on the long side (a ledger size an audit would try, one
-as in the robustness runs); counts how many resolve to any key, next to the method's designed rate. This part
-dominates a full run: ``--false-matches`` sets the count.
+as in the robustness runs); counts how many resolve to any key, next to the method's designed rate.
+
+Time of a full run for dwtDctSvd, from CPU time measured on this project's 2-core machine: robustness ~15 min,
+10,000 false-match decodes ~55 min (0.64 CPU-s per image, nearly all the library's block decoder at 1024 px),
+so ~70 min per method on 2 idle cores, 2-3x that while other work shares them. ``--false-matches`` sets the
+count, ``--sizes`` and ``--images`` shrink the robustness part.
 
 Invisibility: PSNR (RGB) and SSIM (scikit-image ``structural_similarity``) of marked vs unmarked images.
 Cost: median embed, plain decode and audit decode time at 1024x1024, one process.
