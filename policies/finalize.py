@@ -15,13 +15,14 @@ class FinalizePolicy(BaseModel):
     jpeg_quality: int = Field(92, ge=50, le=100, description="JPEG quality for output_format jpeg.")
     jpeg_subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = Field(
         "4:4:4",
-        description="JPEG chroma subsampling. The dwt watermarks live in the chroma channel: 4:2:0 can erase them "
-        "on detailed images, and finalize then refuses the asset.",
+        description="JPEG chroma subsampling. spreadTile (the default watermark) survives 4:2:0; the older dwt "
+        "watermarks live in the chroma channel, 4:2:0 can erase them on detailed images, and finalize then "
+        "refuses the asset.",
     )
     webp_lossless: bool = Field(
         True,
-        description="Deliver WebP losslessly. Lossy WebP always subsamples chroma, which can erase the watermark; "
-        "finalize checks and refuses such assets.",
+        description="Deliver WebP losslessly. Lossy WebP always subsamples chroma: spreadTile survives it, the "
+        "older dwt watermarks may not; finalize decodes the delivered bytes and refuses an asset whose mark is gone.",
     )
     webp_quality: int = Field(90, ge=50, le=100, description="WebP quality when webp_lossless is false.")
     workers: int = Field(

@@ -13,6 +13,7 @@ MIN_SIDE = 256
 class WatermarkMethod(StrEnum):
     """The invisible-watermark algorithms AssetMint can embed and decode."""
 
+    SPREAD_TILE = "spreadTile"
     DWT_DCT = "dwtDct"
     DWT_DCT_SVD = "dwtDctSvd"
     RIVAGAN = "rivaGan"
@@ -34,12 +35,14 @@ class WatermarkPolicy(BaseModel):
         ),
     )
     method: WatermarkMethod = Field(
-        default=WatermarkMethod.DWT_DCT_SVD,
+        default=WatermarkMethod.SPREAD_TILE,
         description=(
-            "invisible-watermark algorithm. dwtDctSvd (default): 64-bit payload, survives JPEG/WebP and "
-            "resizing when scaled back, ~0.1 s per 1024 px image. dwtDct: faster but fragile (fails on "
-            "some clean photos and under JPEG). rivaGan: 32-bit payload (keys up to 65,535, weaker check "
-            "bits), needs onnxruntime, seconds per image on CPU."
+            "Watermark algorithm. spreadTile (default): a tiled spread-spectrum mark in luma whose payload is "
+            "the asset key with a keyed MAC (signing.watermark_secret) under an error-correcting code; found "
+            "again after crops, resizing, brightness/contrast changes, 4:2:0 JPEG and lossy WebP. "
+            "dwtDctSvd (invisible-watermark, unkeyed, the default before spreadTile): survives JPEG/WebP and "
+            "resizing only when scaled back, not crops. dwtDct: faster but fragile. rivaGan: 32-bit payload "
+            "(keys up to 65,535), needs onnxruntime, seconds per image on CPU."
         ),
     )
     upscale_small: bool = Field(

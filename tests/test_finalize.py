@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -146,31 +147,38 @@ def test_bad_signing_configuration_fails_before_generation(tmp_path: Path, capsy
     assert not (tmp_path / "work" / "ledger.sqlite").exists()
 
 
+def _job(source: Path, final: Path, key: int, policy: Any) -> Any:
+    """A finalize job for one image under `policy`, output format from the final file's extension."""
+    from tasks.stages.finalize import FinalizeJob
+
+    return FinalizeJob(
+        run_id="r",
+        candidate_id=source.stem,
+        asset_key=key,
+        image_path=str(source),
+        output_format={"jpg": "jpeg"}.get(final.suffix[1:], final.suffix[1:]),
+        final_path=str(final),
+        prompt="p",
+        negative_prompt="",
+        model_name="m",
+        title="t",
+        generation={},
+        watermark=policy.watermark,
+        signing=policy.signing,
+        finalize=policy.finalize,
+    )
+
+
 def test_corrupt_or_missing_source_image_is_refused_without_a_final_file(tmp_path: Path) -> None:
     from policies.model import load_policy
-    from tasks.stages.finalize import FinalizeJob, finalize_one
+    from tasks.stages.finalize import finalize_one
 
     policy = load_policy()
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     for source in (corrupt, tmp_path / "missing.png"):
         final = tmp_path / "final" / f"{source.stem}.png"
-        job = FinalizeJob(
-            run_id="r",
-            candidate_id=source.stem,
-            asset_key=1,
-            image_path=str(source),
-            output_format="png",
-            final_path=str(final),
-            prompt="p",
-            negative_prompt="",
-            model_name="m",
-            title="t",
-            generation={},
-            watermark=policy.watermark,
-            signing=policy.signing,
-            finalize=policy.finalize,
-        )
+        job = _job(source, final, 1, policy)
         outcome = finalize_one(job)
         assert not outcome.ok and str(source) in outcome.reason
         assert not final.exists()
@@ -199,3 +207,40 @@ def test_only_an_accepted_credential_chooses_the_watermark_decoder(
     policy.finalize.require_trusted = require_trusted
     report = SimpleNamespace(state=state, soft_binding={"alg": f"{WATERMARK_ALG_PREFIX}rivaGan"})
     assert choose_decoder(report, policy).method == method
+
+
+@pytest.mark.parametrize(
+    ("output_format", "settings"),
+    [
+        ("jpeg", {"jpeg_quality": 75, "jpeg_subsampling": "4:2:0"}),
+        ("webp", {"webp_lossless": False, "webp_quality": 80}),
+    ],
+)
+def test_spread_tile_assets_ship_as_lossy_4_2_0_jpeg_and_webp(
+    tmp_path: Path, output_format: str, settings: dict[str, object]
+) -> None:
+    """The default watermark survives what the dwt marks could not, so platform-style delivery settings work."""
+    import io
+
+    from policies.model import load_policy
+    from tasks.provenance import watermark
+    from tasks.provenance.credentials import read_and_validate
+    from tasks.provenance.mark_secrets import load_mark_secrets
+    from tasks.stages.finalize import finalize_one
+    from tests.test_watermark import natural_image
+
+    policy = load_policy(PACKAGED_DEFAULT_POLICY)
+    assert policy.watermark.method.value == "spreadTile"
+    source = tmp_path / "candidate.png"
+    natural_image(768, seed=5).resize((768, 512)).save(source)
+    final = tmp_path / "final" / f"asset.{output_format}"
+    delivery = policy.model_copy(update={"finalize": policy.finalize.model_copy(update=settings)})
+    job = _job(source, final, 31_337, delivery)
+    outcome = finalize_one(job)
+    assert outcome.ok, outcome.reason
+    secret = load_mark_secrets(policy.signing, create=False).current.secret
+    assert outcome.payload_hex == watermark.payload_hex(31_337, "spreadTile", secret)
+    report = read_and_validate(final.read_bytes(), f"image/{output_format}", [])
+    assert (report.soft_binding or {})["alg"] == "com.assetmint.spreadTile.1"
+    delivered = Image.open(io.BytesIO(final.read_bytes()))
+    assert watermark.decode(delivered.convert("RGB"), "spreadTile", [secret]).key == 31_337

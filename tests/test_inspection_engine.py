@@ -147,13 +147,13 @@ def test_only_an_accepted_credential_may_choose_the_decoder(
     tried: list[str] = []
     real = watermark.decode_for_audit
 
-    def spy(image: Any, method: Any, sizes: Any = ()) -> Any:
+    def spy(image: Any, method: Any, sizes: Any = (), secrets: Any = ()) -> Any:
         tried.append(str(method))
-        return real(image, method, sizes)
+        return real(image, method, sizes, secrets)
 
     monkeypatch.setattr(watermark, "decode_for_audit", spy)
     credential, key = _run_view(view, path, anchors)
     assert credential["state"] == ("Trusted" if trusted else "Valid")
     # Untrusted: the policy's decoder leads and the decoy's is never the first one tried; trusted: it may lead.
-    assert tried[0] == ("dwtDct" if trusted else "dwtDctSvd")
+    assert tried[0] == ("dwtDct" if trusted else "spreadTile")
     assert key == env["asset"].asset_key  # either way our mark is found

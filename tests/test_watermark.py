@@ -20,10 +20,6 @@ from tasks.provenance.watermark import (
     DecodeResult,
     WatermarkMethod,
     WatermarkVerificationError,
-    decode,
-    decode_for_audit,
-    embed,
-    embed_verified,
     key_from_bits,
     max_key,
     payload_bits,
@@ -31,6 +27,31 @@ from tasks.provenance.watermark import (
 )
 
 DWT_METHODS = [WatermarkMethod.DWT_DCT, WatermarkMethod.DWT_DCT_SVD]
+
+# This file tests the unkeyed invisible-watermark methods, dwtDctSvd by default (it was AssetMint's default before
+# spreadTile, and assets marked with it must keep verifying); spreadTile has its own tests in test_spread_tile.py.
+SVD = WatermarkMethod.DWT_DCT_SVD
+
+
+def embed(image: Image.Image, key: int, method: WatermarkMethod = SVD) -> Image.Image:
+    return wm.embed(image, key, method)
+
+
+def embed_verified(image: Image.Image, key: int, method: WatermarkMethod = SVD) -> Image.Image:
+    return wm.embed_verified(image, key, method)
+
+
+def decode(image: Image.Image, method: WatermarkMethod = SVD) -> DecodeResult:
+    return wm.decode(image, method)
+
+
+def decode_for_audit(
+    image: Image.Image, method: WatermarkMethod = SVD, candidate_sizes: list[tuple[int, int]] | None = None
+) -> DecodeResult:
+    return wm.decode_for_audit(image, method, candidate_sizes or [])
+
+
+UNKEYED = [m for m in WatermarkMethod if m is not WatermarkMethod.SPREAD_TILE]
 
 
 def natural_image(size: int = 512, seed: int = 0) -> Image.Image:
@@ -111,7 +132,7 @@ def test_crc_implementations_match_the_catalogue_check_values() -> None:
     assert wm._crc(message, 72, 16, 0x3D65, 0x0000, 0xFFFF) == 0xC2B7  # CRC-16/EN-13757
 
 
-@pytest.mark.parametrize("method", list(WatermarkMethod))
+@pytest.mark.parametrize("method", UNKEYED)
 def test_payload_round_trips_including_max_key(method: WatermarkMethod) -> None:
     length = 32 if method is WatermarkMethod.RIVAGAN else 64
     assert max_key(method) == (2**16 - 1 if method is WatermarkMethod.RIVAGAN else 2**32 - 1)
@@ -127,7 +148,7 @@ def test_payload_round_trips_including_max_key(method: WatermarkMethod) -> None:
         assert int(hexed, 16) == int("".join(map(str, bits)), 2)
 
 
-@pytest.mark.parametrize("method", list(WatermarkMethod))
+@pytest.mark.parametrize("method", UNKEYED)
 def test_bad_keys_are_refused_naming_the_range(method: WatermarkMethod) -> None:
     top = max_key(method)
     for key in (0, -1, top + 1):
@@ -140,7 +161,7 @@ def test_bad_keys_are_refused_naming_the_range(method: WatermarkMethod) -> None:
         payload_bits(1, "lsb")
 
 
-@pytest.mark.parametrize("method", list(WatermarkMethod))
+@pytest.mark.parametrize("method", UNKEYED)
 def test_constant_and_malformed_bit_patterns_resolve_to_nothing(method: WatermarkMethod) -> None:
     n = len(payload_bits(1, method))
     assert key_from_bits([0] * n, method) is None
@@ -153,7 +174,7 @@ def test_constant_and_malformed_bit_patterns_resolve_to_nothing(method: Watermar
         key_from_bits([2] + [0] * (n - 1), method)
 
 
-@pytest.mark.parametrize("method", list(WatermarkMethod))
+@pytest.mark.parametrize("method", UNKEYED)
 def test_random_bit_patterns_are_rejected_as_designed(method: WatermarkMethod) -> None:
     n = len(payload_bits(1, method))
     patterns = np.random.default_rng(7).integers(0, 2, size=(100_000, n)).tolist()
@@ -170,7 +191,7 @@ def test_rivagan_check_accepts_exactly_one_crc_per_key() -> None:
     assert len(valid) == 1
 
 
-@pytest.mark.parametrize("method", list(WatermarkMethod))
+@pytest.mark.parametrize("method", UNKEYED)
 def test_a_few_flipped_bits_never_resolve_to_any_key(method: WatermarkMethod) -> None:
     """Both CRCs have Hamming distance 6 at these lengths; exhaustive up to 3 flips (5 for 32 bits)."""
     bits = payload_bits(987, method)
@@ -193,7 +214,9 @@ def test_dwtdctsvd_round_trip_is_invisible(photo: Image.Image) -> None:
     assert marked.mode == "RGB" and marked.size == photo.size
     assert psnr(marked, photo) > 38
     result = decode(marked, method)
-    assert result == DecodeResult(77_777, tuple(payload_bits(77_777, method)), method, "as-is")
+    assert result == DecodeResult(
+        77_777, tuple(payload_bits(77_777, method)), method, "as-is", payload=payload_hex(77_777, method)
+    )
 
 
 def test_dwtdct_round_trips_where_chroma_is_textured(textured: Image.Image) -> None:
@@ -303,7 +326,7 @@ def test_audit_of_a_small_image_tries_the_candidate_sizes_only(marked_svd: Image
 
 
 def test_embed_verified_raises_on_a_mismatch(photo: Image.Image, monkeypatch: pytest.MonkeyPatch) -> None:
-    def wrong(image: Image.Image, method: WatermarkMethod = WatermarkMethod.DWT_DCT_SVD) -> DecodeResult:
+    def wrong(image: Image.Image, method: WatermarkMethod = SVD, secrets: tuple[bytes, ...] = ()) -> DecodeResult:
         return DecodeResult(43, tuple(payload_bits(43, method)), WatermarkMethod(method), "as-is")
 
     monkeypatch.setattr(wm, "decode", wrong)
@@ -378,7 +401,7 @@ def test_importing_the_module_loads_no_heavy_packages() -> None:
 
 def test_policy_defaults_and_validation() -> None:
     policy = WatermarkPolicy()
-    assert policy.enabled and policy.method is WatermarkMethod.DWT_DCT_SVD
+    assert policy.enabled and policy.method is WatermarkMethod.SPREAD_TILE
     assert not policy.upscale_small and policy.audit_rescale_sizes == []
     parsed = WatermarkPolicy.model_validate({"method": "rivaGan", "audit_rescale_sizes": [[1024, 768]]})
     assert parsed.method is WatermarkMethod.RIVAGAN and parsed.audit_rescale_sizes == [(1024, 768)]

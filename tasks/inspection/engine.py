@@ -111,6 +111,22 @@ class InspectionContext:
     location: tuple[str, ...] = ()  # ("file", absolute path) or ("s3", bucket, key): matched against the ledger
     metadata: dict[str, str] | None = None  # S3 object metadata
     sidecar: dict[str, Any] | None = None  # the .provenance.json written beside a published object
+    secrets: tuple[bytes, ...] | None = None  # watermark secrets (current, then retired); None: load from the policy
+
+    def mark_secrets(self) -> tuple[bytes, ...]:
+        """The watermark secrets keyed marks are checked with: the policy's, loaded on first use, never created."""
+        if self.secrets is None:
+            self.secrets = watermark_secrets_for(self.policy)
+        return self.secrets
+
+
+def watermark_secrets_for(policy: Policy) -> tuple[bytes, ...]:
+    """The policy's watermark secrets, current first; none when the development secret was never created here."""
+    from tasks.provenance.mark_secrets import dev_secret_path, load_mark_secrets
+
+    if policy.signing.uses_development_watermark_secret and not dev_secret_path().exists():
+        return ()  # nothing was marked on this machine with a development secret
+    return tuple(secret.secret for secret in load_mark_secrets(policy.signing, create=False).all)
 
 
 def trust_anchors_for(policy: Policy) -> list[str]:
@@ -261,22 +277,20 @@ def choose_decoder(report: Any, policy: Policy, requested: str | None = None) ->
     method and the other fast methods are always tried after it, so a credential can never hide our mark.
     """
     from tasks.provenance.credentials import accepted_states
-    from tasks.provenance.watermark import WatermarkMethod
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+    from tasks.provenance.watermark import WatermarkMethod, method_of_alg
 
     if requested:
         return DecoderChoice((requested,), f"{requested} requested by the caller")
     policy_method = policy.watermark.method.value
     methods = [policy_method]
     reason = f"{policy_method} from the policy"
-    alg = (getattr(report, "soft_binding", None) or {}).get("alg", "")
-    if isinstance(alg, str) and alg.startswith(WATERMARK_ALG_PREFIX):
+    named = method_of_alg((getattr(report, "soft_binding", None) or {}).get("alg", ""))
+    if named is not None:
         state = getattr(report, "state", None)
-        named = alg[len(WATERMARK_ALG_PREFIX) :]
         if state in accepted_states(policy.finalize.require_trusted):
-            if named in {m.value for m in WatermarkMethod}:
+            if named != policy_method:
                 methods.insert(0, named)
-                reason = f"{named} named by the {state} credential's soft binding"
+            reason = f"{named} named by the {state} credential's soft binding"
         else:
             reason += f" (the {state} credential naming {named} is not accepted to choose)"
     methods += [m.value for m in WatermarkMethod if m.value not in methods and m.value != WatermarkMethod.RIVAGAN]
@@ -288,7 +302,7 @@ def choose_decoder(report: Any, policy: Policy, requested: str | None = None) ->
 
 def credential_facts(report: ValidationReport) -> dict[str, Any]:
     """The facts of a credential the audit reports and the cross-checks use."""
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+    from tasks.provenance.watermark import method_of_alg
 
     soft = report.soft_binding or {}
     blocks = soft.get("blocks") or []
@@ -296,7 +310,7 @@ def credential_facts(report: ValidationReport) -> dict[str, Any]:
     generation = report.generation_assertion or {}
     ours = bool(
         (report.claim_generator or "").startswith("AssetMint")
-        or str(soft.get("alg", "")).startswith(WATERMARK_ALG_PREFIX)
+        or method_of_alg(soft.get("alg")) is not None
         or report.generation_assertion is not None
     )
     from tasks.provenance.trust import trust_of
@@ -413,7 +427,7 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
     for position, method in enumerate(choice.methods):
         tried = list(choice.methods[: position + 1])
         try:
-            decoded = watermark.decode_for_audit(rgb, method, sizes)
+            decoded = watermark.decode_for_audit(rgb, method, sizes, context.mark_secrets())
         except (WatermarkError, ValueError, OSError) as exc:
             evidence.watermark = {"method": method, "key": None, "error": str(exc), "methods_tried": tried}
             continue
@@ -421,12 +435,16 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
         evidence.watermark = {
             "method": method,
             "key": decoded.key,
-            "payload": watermark.payload_hex(decoded.key, method) if decoded.key else None,
+            "payload": decoded.payload,
             "attempt": decoded.attempt,
             "sizes_tried": [f"{w}x{h}" for w, h in sizes],
             "methods_tried": tried,
             "chosen": choice.reason,
         }
+        if method == "spreadTile" and not context.mark_secrets():
+            evidence.watermark["note"] = (
+                "no watermark secret on this machine (signing.watermark_secret): spreadTile marks cannot be checked"
+            )
         if decoded.key is not None:
             break
     if evidence.decoded_key is not None and index.get(evidence.decoded_key) is not None:

@@ -1,11 +1,23 @@
-"""Invisible watermark carrying a self-checking ledger key (wraps invisible-watermark 0.2.0).
+"""Invisible watermark carrying a self-checking ledger key: spreadTile (default), and invisible-watermark's methods.
 
 The watermark links pixels to exactly one ledger record: it carries the record's *asset key* (a serial
 number assigned by the ledger, starting at 1) together with check bits, so that decoding an unmarked or
 foreign image essentially never resolves to a key.
 
-Payload layouts (bits are written most significant first; ``payload_hex`` is the same word in hex)
---------------------------------------------------------------------------------------------------
+``spreadTile`` (the default) is AssetMint's own: a tiled spread-spectrum mark in luma and blue-yellow chroma
+(``tasks.provenance.spread_tile``) carrying a 64-bit word of key and keyed MAC under a rate-1/3 convolutional code
+(``tasks.provenance.mark_payload``). Its check bits are an HMAC under the deployment's watermark secret
+(``tasks.provenance.mark_secrets``), so nobody without the secret can write a mark that resolves; the audit finds
+it again after crops, resizing, brightness and contrast changes, 4:2:0 JPEG and lossy WebP by searching tile sizes
+and offsets (``decode_for_audit``). ``embed`` takes the current secret; ``decode`` and ``decode_for_audit`` take
+every secret the deployment knows (current first, then retired) and report which one matched. Designed
+false-match rate: ``false_match_rate`` (4 tag checks of 32 bits per audited image and secret, ~9.3e-10).
+
+The invisible-watermark methods below stay for assets marked before spreadTile became the default (they must
+keep verifying) and for deployments that chose them; they are unkeyed.
+
+Payload layouts of the invisible-watermark methods (bits MSB first; ``payload_hex`` is the same word in hex)
+------------------------------------------------------------------------------------------------------------
 ``dwtDct`` and ``dwtDctSvd`` carry 64 bits::
 
     | version: 8 (= 1) | key: 32 | CRC-24/OPENPGP over version+key: 24 |   XOR a fixed 64-bit mask
@@ -80,16 +92,19 @@ process and are reused.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from policies.watermark import MIN_SIDE, WatermarkMethod
 from tasks.core.cache import load_once
 from tasks.core.errors import WatermarkError
+from tasks.provenance import mark_payload, spread_tile
 
 if TYPE_CHECKING:
     import numpy as np
     from PIL import Image
+
+MIN_DECODE_SIDE = 96  # spreadTile: the smallest image that still holds most of a tile at the smallest tile size
 
 __all__ = [
     "MIN_SIDE",
@@ -100,8 +115,12 @@ __all__ = [
     "decode_for_audit",
     "embed",
     "embed_verified",
+    "embedded_bits",
+    "false_match_rate",
     "key_from_bits",
     "max_key",
+    "method_of_alg",
+    "watermark_alg",
     "payload_bits",
     "payload_hex",
     "payload_length",
@@ -119,7 +138,9 @@ class DecodeResult:
     key: int | None
     bits: tuple[int, ...]
     method: WatermarkMethod
-    attempt: str  # "as-is" or "rescaled to WxH"
+    attempt: str  # "as-is", "rescaled to WxH", or "search: tile period P px, sync z"
+    payload: str | None = None  # the payload word as hex when a key was found (what the soft binding carries)
+    secret_index: int | None = None  # spreadTile: which of the secrets given matched
 
 
 # --------------------------------------------------------------------------------------------------
@@ -193,17 +214,65 @@ def _check(layout: _Layout, key: int) -> int:
     return _crc(message, 8 + layout.key_bits, layout.crc_bits, layout.crc_poly, layout.crc_init, layout.crc_xorout)
 
 
-def max_key(method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> int:
+IMWATERMARK_ALG_PREFIX = "com.assetmint.imwatermark."  # + method: the invisible-watermark methods' soft binding
+SPREAD_TILE_ALG = "com.assetmint.spreadTile.1"
+
+
+def watermark_alg(method: WatermarkMethod | str) -> str:
+    """The C2PA soft-binding algorithm name of a watermark method."""
+    method = _method(method)
+    return SPREAD_TILE_ALG if method is WatermarkMethod.SPREAD_TILE else IMWATERMARK_ALG_PREFIX + method.value
+
+
+def method_of_alg(alg: object) -> str | None:
+    """The watermark method a soft-binding algorithm name stands for, or None when it is not one of ours."""
+    if alg == SPREAD_TILE_ALG:
+        return WatermarkMethod.SPREAD_TILE.value
+    if isinstance(alg, str) and alg.startswith(IMWATERMARK_ALG_PREFIX):
+        named = alg[len(IMWATERMARK_ALG_PREFIX) :]
+        if named in {m.value for m in WatermarkMethod} and named != WatermarkMethod.SPREAD_TILE.value:
+            return named
+    return None
+
+
+def _is_spread_tile(method: WatermarkMethod | str) -> bool:
+    return _method(method) is WatermarkMethod.SPREAD_TILE
+
+
+def _secret(secret: bytes | None) -> bytes:
+    if not secret:
+        raise WatermarkError(
+            "the spreadTile watermark needs the watermark secret (signing.watermark_secret, or the development "
+            "secret `assetmint keys init` creates)"
+        )
+    return secret
+
+
+def max_key(method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE) -> int:
     """Largest asset key the method's payload can carry (keys run from 1 to this)."""
+    if _is_spread_tile(method):
+        return mark_payload.MAX_KEY
     return (1 << _layout(method).key_bits) - 1
 
 
-def payload_length(method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> int:
-    """Number of bits the method embeds (64 for the dwt methods, 32 for rivaGan)."""
+def payload_length(method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE) -> int:
+    """Bits of the payload word the soft binding carries (64 for spreadTile and the dwt methods, 32 for rivaGan)."""
+    if _is_spread_tile(method):
+        return mark_payload.INFO_BITS
     return _layout(method).total_bits
 
 
-def _payload_word(key: int, method: WatermarkMethod | str) -> int:
+def false_match_rate(method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE, secrets: int = 1) -> float:
+    """Designed chance that decoding an unmarked image yields some key, per image (the audit's full search)."""
+    if _is_spread_tile(method):
+        return mark_payload.false_match_rate(spread_tile.HYPOTHESES + 1, secrets)
+    layout = _layout(method)
+    return ((1 << layout.key_bits) - 1) / 2.0**layout.total_bits
+
+
+def _payload_word(key: int, method: WatermarkMethod | str, secret: bytes | None = None) -> int:
+    if _is_spread_tile(method):
+        return mark_payload.info_word(key, _secret(secret))
     layout = _layout(method)
     if isinstance(key, bool) or not isinstance(key, int):
         raise WatermarkError(f"watermark key must be an integer, got {key!r}")
@@ -219,21 +288,35 @@ def _payload_word(key: int, method: WatermarkMethod | str) -> int:
     return word ^ layout.mask
 
 
-def payload_bits(key: int, method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> list[int]:
-    """The bits embedded for ``key`` with ``method``: key plus check bits, whitened, MSB first."""
-    n = _layout(method).total_bits
-    word = _payload_word(key, method)
+def payload_bits(
+    key: int, method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE, secret: bytes | None = None
+) -> list[int]:
+    """The payload word for ``key`` as bits, MSB first: key plus check bits (spreadTile: its keyed MAC, masked)."""
+    n = payload_length(method)
+    word = _payload_word(key, method, secret)
     return [(word >> (n - 1 - i)) & 1 for i in range(n)]
 
 
-def payload_hex(key: int, method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> str:
-    """The embedded payload as lowercase hex (16 digits for dwt methods, 8 for rivaGan), for C2PA."""
-    layout = _layout(method)
-    return f"{_payload_word(key, method):0{layout.total_bits // 4}x}"
+def embedded_bits(
+    key: int, method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE, secret: bytes | None = None
+) -> list[int]:
+    """The bits written into the pixels: the payload, and for spreadTile its 210 error-correcting coded bits."""
+    if _is_spread_tile(method):
+        return [int(b) for b in mark_payload.encode(key, _secret(secret))]
+    return payload_bits(key, method)
+
+
+def payload_hex(
+    key: int, method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE, secret: bytes | None = None
+) -> str:
+    """The payload word as lowercase hex (16 digits for spreadTile and the dwt methods, 8 for rivaGan), for C2PA."""
+    return f"{_payload_word(key, method, secret):0{payload_length(method) // 4}x}"
 
 
 def key_from_bits(bits: Sequence[int], method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> int | None:
-    """The asset key carried by decoded ``bits``, or None when the version or check bits do not match."""
+    """The asset key carried by decoded ``bits`` of an unkeyed method, or None when the check bits do not match."""
+    if _is_spread_tile(method):
+        raise WatermarkError("spreadTile keys are read from soft bits with the watermark secret: use decode()")
     layout = _layout(method)
     if len(bits) != layout.total_bits:
         raise WatermarkError(f"{_method(method).value} payloads have {layout.total_bits} bits, got {len(bits)}")
@@ -452,38 +535,86 @@ def _decode_bgr(bgr: np.ndarray, method: WatermarkMethod) -> tuple[int, ...]:
     return tuple(int(b) for b in decoder.decode(bgr, method.value))
 
 
-def embed(image: Image.Image, key: int, method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> Image.Image:
-    """Return a copy of ``image`` carrying ``key`` as an invisible watermark (RGB, or RGBA with alpha kept)."""
+def embed(
+    image: Image.Image,
+    key: int,
+    method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE,
+    secret: bytes | None = None,
+) -> Image.Image:
+    """A copy of ``image`` carrying ``key`` (RGB, or RGBA with alpha kept); spreadTile needs the watermark secret."""
     method = _method(method)
-    bits = payload_bits(key, method)
+    bits = embedded_bits(key, method, secret)
     _check_size(image, "watermark")
     bgr, alpha = _to_bgr(image)
+    if method is WatermarkMethod.SPREAD_TILE:
+        import numpy as np
+
+        return _from_bgr(spread_tile.embed(bgr, np.array(bits, dtype=np.uint8)), alpha, image)
     return _from_bgr(_embed_bgr(bgr, bits, method), alpha, image)
 
 
-def decode(image: Image.Image, method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD) -> DecodeResult:
-    """Read the watermark of ``image`` as it is; ``key`` is None when no valid payload is found."""
+def _tile_result(hypotheses: Sequence[spread_tile.Hypothesis], secrets: Sequence[bytes], attempt: str) -> DecodeResult:
+    """The first hypothesis whose payload names a key under one of ``secrets``; else the best one, keyless."""
+    for hypothesis in hypotheses:
+        found = mark_payload.recover(hypothesis.soft_bits, secrets)
+        if found is not None:
+            return DecodeResult(
+                key=found.key,
+                bits=tuple(int(b) for b in hypothesis.soft_bits > 0),
+                method=WatermarkMethod.SPREAD_TILE,
+                attempt=f"{attempt}: tile period {hypothesis.period:.1f} px, sync {hypothesis.sync_z:.1f} sigma",
+                payload=payload_hex(found.key, WatermarkMethod.SPREAD_TILE, secrets[found.secret_index]),
+                secret_index=found.secret_index,
+            )
+    bits = tuple(int(b) for b in hypotheses[0].soft_bits > 0) if hypotheses else ()
+    return DecodeResult(key=None, bits=bits, method=WatermarkMethod.SPREAD_TILE, attempt=attempt)
+
+
+def _check_decodable(image: Image.Image, method: WatermarkMethod) -> None:
+    if method is not WatermarkMethod.SPREAD_TILE:
+        _check_size(image, "decode the watermark of")
+    elif min(image.size) < MIN_DECODE_SIDE:
+        raise WatermarkError(
+            f"cannot decode the watermark of a {image.size[0]}x{image.size[1]} px image: spreadTile needs at least "
+            f"{MIN_DECODE_SIDE} px on each side"
+        )
+
+
+def decode(
+    image: Image.Image, method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE, secrets: Sequence[bytes] = ()
+) -> DecodeResult:
+    """Read the watermark of ``image`` as it is (spreadTile: at the tile size it was embedded with, any crop offset)."""
     method = _method(method)
-    _check_size(image, "decode the watermark of")
+    _check_decodable(image, method)
     bgr, _ = _to_bgr(image)
+    if method is WatermarkMethod.SPREAD_TILE:
+        width, height = image.size
+        period = spread_tile.CHIPS * spread_tile.chip_size(width, height)
+        return _tile_result([spread_tile.at_period(bgr, period, mark_payload.CODED_BITS)], secrets, "as-is")
     bits = _decode_bgr(bgr, method)
-    return DecodeResult(key=key_from_bits(bits, method), bits=bits, method=method, attempt="as-is")
+    key = key_from_bits(bits, method)
+    return DecodeResult(
+        key=key, bits=bits, method=method, attempt="as-is", payload=payload_hex(key, method) if key else None
+    )
 
 
 def embed_verified(
-    image: Image.Image, key: int, method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD
+    image: Image.Image,
+    key: int,
+    method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE,
+    secret: bytes | None = None,
 ) -> Image.Image:
     """Embed ``key``, decode it back, and raise WatermarkVerificationError unless the same key comes out."""
     method = _method(method)
-    marked = embed(image, key, method)
-    result = decode(marked, method)
+    marked = embed(image, key, method, secret)
+    result = decode(marked, method, (secret,) if secret else ())
     if result.key != key:
-        expected = payload_bits(key, method)
-        agree = sum(a == b for a, b in zip(expected, result.bits, strict=True))
+        expected = embedded_bits(key, method, secret)
+        agree = sum(a == b for a, b in zip(expected, result.bits, strict=False))
         decoded = "no valid key" if result.key is None else f"key {result.key}"
         raise WatermarkVerificationError(
             f"{method.value} watermark did not verify on a {image.size[0]}x{image.size[1]} image: "
-            f"embedded key {key} (payload {payload_hex(key, method)}), decoded {decoded} "
+            f"embedded key {key} (payload {payload_hex(key, method, secret)}), decoded {decoded} "
             f"({agree}/{len(expected)} bits agree)"
         )
     return marked
@@ -491,10 +622,11 @@ def embed_verified(
 
 def decode_for_audit(
     image: Image.Image,
-    method: WatermarkMethod | str = WatermarkMethod.DWT_DCT_SVD,
+    method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE,
     candidate_sizes: Sequence[tuple[int, int]] = (),
+    secrets: Sequence[bytes] = (),
 ) -> DecodeResult:
-    """Decode as-is, then rescaled to each candidate (width, height); the first resolving result wins.
+    """Decode as-is, then search: spreadTile over tile sizes and offsets, the others rescaled to each candidate size.
 
     When nothing resolves, the as-is result is returned (or the first rescaled one when the image is
     too small to decode as it is). Raises WatermarkError when no attempt was possible at all.
@@ -502,6 +634,13 @@ def decode_for_audit(
     from PIL import Image
 
     method = _method(method)
+    if method is WatermarkMethod.SPREAD_TILE:
+        first = decode(image, method, secrets)
+        if first.key is not None:
+            return first
+        bgr, _ = _to_bgr(image)
+        found = _tile_result(spread_tile.search(bgr, mark_payload.CODED_BITS), secrets, "search")
+        return found if found.key is not None else first
     first: DecodeResult | None = None
     width, height = image.size
     if width >= MIN_SIDE and height >= MIN_SIDE:
@@ -517,7 +656,7 @@ def decode_for_audit(
         resample = Image.Resampling.LANCZOS
         scaled = image.resize(target, resample)
         result = decode(scaled, method)
-        result = DecodeResult(result.key, result.bits, method, f"rescaled to {target[0]}x{target[1]}")
+        result = replace(result, attempt=f"rescaled to {target[0]}x{target[1]}")
         if result.key is not None:
             return result
         first = first or result

@@ -22,11 +22,12 @@ from tasks.core.errors import AssetMintError
 from tasks.core.files import write_atomic
 from tasks.core.interrupts import children_ignore_stop_signals
 from tasks.provenance.trust import trust_label
+from tasks.provenance.watermark import IMWATERMARK_ALG_PREFIX
 from tasks.storage.ledger import FinalizedAsset
 
 MIME_BY_FORMAT = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSION_BY_FORMAT = {"png": "png", "jpeg": "jpg", "webp": "webp"}
-WATERMARK_ALG_PREFIX = "com.assetmint.imwatermark."
+WATERMARK_ALG_PREFIX = IMWATERMARK_ALG_PREFIX  # the invisible-watermark methods; spreadTile: SPREAD_TILE_ALG
 # Below this many assets, starting worker processes costs more than it saves.
 MIN_ASSETS_FOR_POOL = 4
 
@@ -53,7 +54,21 @@ class FinalizeJob:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@load_once(key=lambda policy, dev_keys_dir: (policy.model_dump_json(), dev_keys_dir))
+def _keys_dir_key(policy: SigningPolicy, dev_keys_dir: str | None) -> tuple[str, str]:
+    """Cache key of per-process signing material: the policy and the folder the development keys come from."""
+    from tasks.provenance.keys import default_keys_dir
+
+    return policy.model_dump_json(), dev_keys_dir or str(default_keys_dir())
+
+
+@load_once(key=_keys_dir_key)
+def _mark_secret_for(policy: SigningPolicy, dev_keys_dir: str | None) -> bytes:
+    from tasks.provenance.mark_secrets import load_mark_secrets
+
+    return load_mark_secrets(policy, Path(dev_keys_dir) if dev_keys_dir else None).current.secret
+
+
+@load_once(key=_keys_dir_key)
 def _signer_for(policy: SigningPolicy, dev_keys_dir: str | None) -> Any:
     from tasks.provenance.credentials import load_signer
 
@@ -121,11 +136,12 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
     mime = MIME_BY_FORMAT[job.output_format]
     marks: provenance.WatermarkFacts | None = None
     method = job.watermark.method
+    secret = _mark_secret_for(job.signing, job.dev_keys_dir) if job.watermark.enabled else None
     if job.watermark.enabled:
-        image = watermark.embed_verified(image, job.asset_key, method)
-        payload = watermark.payload_hex(job.asset_key, method)
+        image = watermark.embed_verified(image, job.asset_key, method, secret)
+        payload = watermark.payload_hex(job.asset_key, method, secret)
         marks = provenance.WatermarkFacts(
-            algorithm=WATERMARK_ALG_PREFIX + method.value,
+            algorithm=watermark.watermark_alg(method),
             method=method.value,
             payload_hex=payload,
             key=str(job.asset_key),
@@ -134,7 +150,7 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
     if marks is not None and job.output_format != "png":
         # Lossy delivery formats change pixels: the mark must survive the exact bytes we deliver.
         with Image.open(io.BytesIO(encoded)) as delivered:
-            decoded = watermark.decode(delivered.convert("RGB"), method)
+            decoded = watermark.decode(delivered.convert("RGB"), method, (secret,) if secret else ())
         if decoded.key != job.asset_key:
             return FinalizedAsset(
                 candidate_id=job.candidate_id,

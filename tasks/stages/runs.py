@@ -128,11 +128,14 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
 
 
 def check_signer(policy: Policy) -> None:
-    """Load the configured signer once, so a bad certificate or key fails before anything is generated."""
+    """Load the configured signer and watermark secret once, so a bad one fails before anything is generated."""
     from tasks.provenance.credentials import load_signer
+    from tasks.provenance.mark_secrets import load_mark_secrets
 
     with load_signer(policy.signing):
         pass
+    if policy.watermark.enabled:
+        load_mark_secrets(policy.signing)
 
 
 def planned_candidates(ctx: RunContext, blocked: frozenset[str] = frozenset()) -> list[PlannedCandidate]:

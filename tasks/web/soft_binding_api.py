@@ -97,15 +97,9 @@ def _payload_hex(value: str, method: str) -> str | None:
 
 
 def _method_of(alg: str | None, default: str) -> str | None:
-    from tasks.provenance.watermark import WatermarkMethod
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+    from tasks.provenance.watermark import method_of_alg
 
-    if not alg:
-        return default
-    if not alg.startswith(WATERMARK_ALG_PREFIX):
-        return None
-    method = alg[len(WATERMARK_ALG_PREFIX) :]
-    return method if method in {m.value for m in WatermarkMethod} else None
+    return method_of_alg(alg) if alg else default
 
 
 def _matches(assets: list[AssetRow], limit: int) -> dict[str, Any]:
@@ -162,8 +156,7 @@ def check_upload(data: bytes) -> None:
 
 def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     """The FastAPI app serving soft-binding lookups from the ledger the policy names (or `ledger`)."""
-    from tasks.provenance.watermark import WatermarkMethod
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+    from tasks.provenance.watermark import WatermarkMethod, watermark_alg
     from tasks.storage.ledger import Ledger as LedgerClass
 
     install_bomb_guard()
@@ -211,7 +204,7 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
     @app.get("/services/supportedAlgorithms")
     def supported() -> dict[str, Any]:
         """The soft binding algorithms this service resolves."""
-        return {"watermarks": [{"alg": WATERMARK_ALG_PREFIX + m.value} for m in WatermarkMethod], "fingerprints": []}
+        return {"watermarks": [{"alg": watermark_alg(m)} for m in WatermarkMethod], "fingerprints": []}
 
     @app.get("/matches/byBinding")
     def match_binding(alg: str = Query(...), value: str = Query(...), limit: int = Depends(max_results)) -> Any:
