@@ -11,8 +11,8 @@ Decoding runs a soft-decision Viterbi decoder over the soft coded bits the signa
 each secret the deployment knows (current and retired), removes the mask and checks the tag. The code corrects
 errors (one coded bit in ten read wrong always decodes, one in eight nearly always; see tests); the tag decides.
 An image whose bits are noise yields a 64-bit word whose tag matches with probability 2**-32 per secret and
-attempt. The audit makes 1 + ``spread_tile.HYPOTHESES`` (4) attempts per image, so with one secret the designed
-false-match rate is 4 * 2**-32 ~= 9.3e-10 per image; a match must then also name a key the ledger has issued
+attempt. The audit makes 1 + ``spread_tile.HYPOTHESES`` (7) attempts per image, so with one secret the designed
+false-match rate is 7 * 2**-32 ~= 1.6e-9 per image; a match must then also name a key the ledger has issued
 and pixels that look like that asset.
 
 Without the secret nobody can compute the tag of a key, so a mark cannot be forged for an asset whose mark

@@ -11,7 +11,7 @@ foreign image essentially never resolves to a key.
 it again after crops, resizing, brightness and contrast changes, 4:2:0 JPEG and lossy WebP by searching tile sizes
 and offsets (``decode_for_audit``). ``embed`` takes the current secret; ``decode`` and ``decode_for_audit`` take
 every secret the deployment knows (current first, then retired) and report which one matched. Designed
-false-match rate: ``false_match_rate`` (4 tag checks of 32 bits per audited image and secret, ~9.3e-10).
+false-match rate: ``false_match_rate`` (7 tag checks of 32 bits per audited image and secret, ~1.6e-9).
 
 The invisible-watermark methods below stay for assets marked before spreadTile became the default (they must
 keep verifying) and for deployments that chose them; they are unkeyed.
