@@ -103,7 +103,7 @@ def test_published_folder_is_verified_with_reports_and_ledger_records(env: dict[
 def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None:
     from tasks.inspection.audit import manifest_store_bytes
     from tasks.provenance import credentials as provenance
-    from tasks.stages.finalize import WATERMARK_ALG_PREFIX
+    from tasks.provenance.watermark import watermark_alg
 
     a, b = _pngs(env)
     jpeg = next(x for x in env["assets"] if x.mime == "image/jpeg")
@@ -111,8 +111,8 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
     wild.mkdir()
     a_bytes, b_bytes = _published(env, a).read_bytes(), _published(env, b).read_bytes()
     pixels = Image.open(io.BytesIO(a_bytes)).convert("RGB")
-    # JPEG q75 re-encode, metadata stripped. 4:4:4 chroma: with Pillow's default 4:2:0 the chroma mark is lost.
-    pixels.save(wild / "stripped-q75.jpg", "JPEG", quality=75, subsampling=0)
+    # JPEG q75 re-encode with Pillow's default 4:2:0 chroma, metadata stripped.
+    pixels.save(wild / "stripped-q75.jpg", "JPEG", quality=75, subsampling=2)
     pixels.resize((128, 128), Image.Resampling.LANCZOS).save(wild / "half.png")
     flipped = bytearray(_published(env, jpeg).read_bytes())
     flipped[flipped.index(b"\xff\xda") + 3000] ^= 0x01  # one byte of the entropy-coded pixel data
@@ -123,7 +123,7 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
 
     policy = load_policy(env["policy"])
     facts = provenance.AssetFacts(asset_id=a.candidate_id, model_name="embedded:tiny-sd", prompt="x", generation={})
-    mark = provenance.WatermarkFacts(WATERMARK_ALG_PREFIX + "dwtDctSvd", "dwtDctSvd", str(a.payload_hex), "1")
+    mark = provenance.WatermarkFacts(watermark_alg("spreadTile"), "spreadTile", str(a.payload_hex), "1")
     out = io.BytesIO()
     Image.open(io.BytesIO(b_bytes)).convert("RGB").save(out, "PNG")
     with provenance.load_signer(policy.signing) as signer:
@@ -157,7 +157,7 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
         "candidate_id": a.candidate_id,
         "manifest_label": a.manifest_label,
     }
-    assert results["half.png"]["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
+    assert results["half.png"]["evidence"]["watermark"]["attempt"].startswith("search: tile period 64")
     assert results["resigned.png"]["evidence"]["credential"]["state"] == "Trusted"
     assert "decompression bomb" in results["bomb.png"]["reasons"][0]
     html = (tmp_path / "audit.html").read_text()
@@ -286,7 +286,7 @@ def test_an_untrusted_credential_cannot_steer_the_watermark_decoder(env: dict[st
     _, results = _audit(env, tmp_path, str(wild))
     evidence = results["decoy.png"]["evidence"]
     assert evidence["credential"]["state"] != "Trusted"
-    assert evidence["watermark"]["key"] == a.asset_key and evidence["watermark"]["method"] == "dwtDctSvd"
+    assert evidence["watermark"]["key"] == a.asset_key and evidence["watermark"]["method"] == "spreadTile"
 
 
 def test_development_signed_assets_never_read_trusted(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ POLICY = """\
 generation: {chunk_size: 4}
 scoring: {batch_size: 3}
 publish: {auto_publish: true}
+watermark: {method: dwtDctSvd}  # the tiny model's noise: see conftest.AUTO_PUBLISH_POLICY
 """
 ASSETS = 12
 SCORES = "SELECT candidate_id, clip_score, clip_cosine FROM candidates"
@@ -98,7 +99,7 @@ def outcome(root: Path) -> Outcome:
         with Image.open(io.BytesIO(data)) as image:
             rgb = image.convert("RGB")
         pixels[path.stem] = hashlib.sha256(rgb.tobytes()).hexdigest()
-        keys[path.stem] = decode(rgb).key
+        keys[path.stem] = decode(rgb, "dwtDctSvd").key
         assertions[path.stem] = _without_times(read_and_validate(data, "image/png", []).generation_assertion)
     files = sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file() and p.name not in LEDGER_FILES)
     return Outcome(

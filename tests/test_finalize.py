@@ -189,8 +189,8 @@ def test_corrupt_or_missing_source_image_is_refused_without_a_final_file(tmp_pat
     ("state", "require_trusted", "method"),
     [
         ("Trusted", True, "rivaGan"),
-        ("Valid", True, "dwtDctSvd"),
-        ("Invalid", True, "dwtDctSvd"),
+        ("Valid", True, "spreadTile"),
+        ("Invalid", True, "spreadTile"),
         ("Valid", False, "rivaGan"),
     ],
 )

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SpawnedRun, process_gone, run_statuses, write
+from conftest import AUTO_PUBLISH_POLICY, SpawnedRun, process_gone, run_statuses, write
 from tasks.core import interrupts
 from tasks.core.interrupts import INTERRUPTED_LINE, Interrupted, interruptible
 
@@ -104,7 +104,7 @@ prompts:
     prompt: "a {thing} on a table"
     vars: {thing: [red cube, blue ball, green cone]}
 """
-POLICY = "publish:\n  auto_publish: true\n"
+POLICY = AUTO_PUBLISH_POLICY
 TOTAL, KEPT = 48, 36
 STOPPED_WITHIN_S = 30  # generous: this machine is shared and loaded; a stop is normally a second or two
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from conftest import work_ledger, write
+from conftest import AUTO_PUBLISH_POLICY, work_ledger, write
 
 MANIFEST = """\
 campaign: {id: pub, name: Publish}
@@ -23,7 +23,7 @@ prompts:
 
 
 def test_auto_publish_to_the_local_folder_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    policy = write(tmp_path / "p.yaml", "publish:\n  auto_publish: true\n")
+    policy = write(tmp_path / "p.yaml", AUTO_PUBLISH_POLICY)
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id

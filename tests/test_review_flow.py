@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from conftest import work_ledger, write
+from conftest import AUTO_PUBLISH_POLICY, work_ledger, write
 from tasks.stages.delivery import last_delivery
 
 MANIFEST = """\
@@ -65,17 +65,13 @@ def test_rerunning_after_publish_keeps_top_k_and_blocked_prompts_stay_unsigned(
             "prompts: [{prompt: a glass vase with tulips}, {prompt: a red sneaker}]",
         ),
     )
-    open_policy = write(
-        tmp_path / "open.yaml", "publish:\n  auto_publish: true\nsafety:\n  prompts:\n    enabled: false\n"
-    )
+    open_policy = write(tmp_path / "open.yaml", AUTO_PUBLISH_POLICY + "safety:\n  prompts:\n    enabled: false\n")
     assert main(["run", str(manifest), "--policy", str(open_policy)]) == 0
     ledger = work_ledger(tmp_path)
     run_id = ledger.runs()[0].run_id
     assert ledger.state_counts(run_id) == {"published": 4, "not_selected": 2}
     # The same manifest again, now under a policy that blocks one prompt and adds nothing else.
-    strict = write(
-        tmp_path / "strict.yaml", "publish:\n  auto_publish: true\nsafety:\n  prompts:\n    blocklist: [sneaker]\n"
-    )
+    strict = write(tmp_path / "strict.yaml", AUTO_PUBLISH_POLICY + "safety:\n  prompts:\n    blocklist: [sneaker]\n")
     assert main(["run", str(manifest), "--policy", str(strict)]) == 0
     assert "blocked, nothing generated" in capsys.readouterr().out
     assert ledger.state_counts(run_id) == {"published": 4, "not_selected": 2}  # nothing new selected or signed

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from conftest import FLAG_EVERYTHING, SAFETY_MANIFEST, write
+from conftest import AUTO_PUBLISH_POLICY, FLAG_EVERYTHING, SAFETY_MANIFEST, write
 from tasks.stages.report import contact_sheet, data_uri, score_histogram
 
 MANIFEST = SAFETY_MANIFEST.replace("{id: safe, name: Safety}", "{id: report, name: Report}")
@@ -58,7 +58,7 @@ def test_published_candidates_stay_in_the_ranking(harness: None, tmp_path: Path)
 
     from flows.batch import batch_flow
 
-    policy = write(tmp_path / "p.yaml", "publish:\n  auto_publish: true\n")
+    policy = write(tmp_path / "p.yaml", AUTO_PUBLISH_POLICY)
     manifest = write(tmp_path / "m.yaml", MANIFEST.replace("a n.u.d.e model on a beach", "a teapot"))
     summary = batch_flow(manifest=str(manifest), policy=str(policy))
     assert [b["state"] for b in summary.best] == ["published", "published"]

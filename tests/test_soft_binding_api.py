@@ -21,7 +21,7 @@ from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
 campaign: {id: sba, name: Soft binding}
-defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 11}
+defaults: {model: embedded:tiny-sd, width: 256, height: 256, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 7}
 prompts:
   - {id: vase, prompt: a glass vase}
 """
@@ -46,10 +46,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
         asset = ledger.assets(ledger.runs()[0].run_id)[0]
         published = root / "work" / "published" / str(asset.published["key"])  # type: ignore[index]
         with TestClient(create_app(policy, max_body_bytes=2_000_000)) as client:
-            yield {"client": client, "asset": asset, "published": published, "policy": policy, "ledger": ledger}
+            yield {
+                "client": client,
+                "asset": asset,
+                "published": published,
+                "policy": policy,
+                "ledger": ledger,
+                "config": root / "config",
+            }
 
 
-ALG = "com.assetmint.imwatermark.dwtDctSvd"
+ALG = "com.assetmint.spreadTile.1"
 
 
 def _stripped(path: Path) -> bytes:
@@ -73,9 +80,10 @@ def test_by_binding_finds_the_published_manifest(served: dict[str, Any]) -> None
     assert {"alg": ALG} in algs
 
 
-def test_by_content_agrees_with_the_audit(served: dict[str, Any]) -> None:
+def test_by_content_agrees_with_the_audit(served: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     from tasks.inspection.audit import AuditResult, audit_bytes, make_context
 
+    monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(served["config"]))  # the watermark secret the run created
     client, asset = served["client"], served["asset"]
     stripped = _stripped(served["published"])
     response = client.post("/matches/byContent", content=stripped, headers={"content-type": "image/jpeg"})
@@ -176,7 +184,7 @@ def test_over_long_values_get_an_answer_over_a_real_socket(served: dict[str, Any
         _refused(get("/matches/byBinding", alg=huge, value="AA"), 400, "alg", str(MAX_NAME_CHARS))
         _refused(get("/manifests/" + "u" * 500_000), 400, "manifestId", str(MAX_NAME_CHARS))
         _refused(get("/manifests/urn:c2pa:x%00y"), 400, "manifestId", "control character")
-        _refused(get("/matches/byBinding", alg=ALG, value="AA\x00AA"), 400, "not a dwtDctSvd")
+        _refused(get("/matches/byBinding", alg=ALG, value="AA\x00AA"), 400, "not a spreadTile")
         asset = served["asset"]
         found = get("/matches/byBinding", alg=ALG, value=str(asset.payload_hex)).json()
         assert found == {"matches": [{"manifestId": asset.manifest_label, "similarityScore": 100}]}  # still serving

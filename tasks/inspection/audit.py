@@ -49,6 +49,7 @@ from tasks.inspection.engine import (
     install_bomb_guard,
     ledger_facts,
     trust_anchors_for,
+    watermark_secrets_for,
 )
 
 if TYPE_CHECKING:
@@ -256,6 +257,7 @@ class AuditContext:
     anchors: list[str]
     index: LedgerIndex
     thumbnails: bool = False
+    secrets: tuple[bytes, ...] = ()
 
     def inspection(
         self,
@@ -268,6 +270,7 @@ class AuditContext:
             policy=self.policy,
             anchors=self.anchors,
             index=self.index,
+            secrets=self.secrets,
             location=location,
             metadata=metadata,
             sidecar=sidecar,
@@ -277,7 +280,9 @@ class AuditContext:
 def make_context(policy: Policy, ledger: Ledger | None, thumbnails: bool = False) -> AuditContext:
     """Trust anchors from the policy and an index of the ledger, built once."""
     install_bomb_guard()
-    return AuditContext(policy, trust_anchors_for(policy), LedgerIndex.build(ledger), thumbnails)
+    return AuditContext(
+        policy, trust_anchors_for(policy), LedgerIndex.build(ledger), thumbnails, watermark_secrets_for(policy)
+    )
 
 
 # --- one object -----------------------------------------------------------------------------------------------------

@@ -145,7 +145,12 @@ def trust_anchors_for(policy: Policy) -> list[str]:
 def make_inspection_context(policy: Policy, ledger: Ledger | None) -> InspectionContext:
     """Trust anchors from the policy and an index of the ledger, built once; installs the bomb guard."""
     install_bomb_guard()
-    return InspectionContext(policy=policy, anchors=trust_anchors_for(policy), index=LedgerIndex.build(ledger))
+    return InspectionContext(
+        policy=policy,
+        anchors=trust_anchors_for(policy),
+        index=LedgerIndex.build(ledger),
+        secrets=watermark_secrets_for(policy),
+    )
 
 
 # --- what an inspection finds ---------------------------------------------------------------------------------------

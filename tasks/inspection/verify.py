@@ -16,6 +16,7 @@ from tasks.inspection.engine import (
     LedgerIndex,
     inspect_bytes,
     install_bomb_guard,
+    watermark_secrets_for,
 )
 from tasks.storage.ledger import Ledger
 
@@ -62,7 +63,9 @@ def verify_file(
         return result
     if context is None:
         install_bomb_guard()
-        context = InspectionContext(policy=policy, anchors=anchors, index=LedgerIndex.build(ledger))
+        context = InspectionContext(
+            policy=policy, anchors=anchors, index=LedgerIndex.build(ledger), secrets=watermark_secrets_for(policy)
+        )
     return verify_view(inspect_bytes(data, context), result, context, with_ledger=ledger is not None)
 
 

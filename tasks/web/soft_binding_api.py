@@ -40,6 +40,7 @@ from tasks.inspection.engine import (
     inspect_bytes,
     install_bomb_guard,
     open_header,
+    watermark_secrets_for,
 )
 from tasks.web.bounds import BodyLimit, check_text, quoted, validation_message
 
@@ -161,6 +162,7 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
 
     install_bomb_guard()
     cache = _IndexCache(ledger or LedgerClass.open(policy.ledger_url()))
+    secrets = watermark_secrets_for(policy)  # loaded once: a misconfigured secret fails at start-up
     default_method = policy.watermark.method.value
     app = FastAPI(
         title="AssetMint soft-binding resolution API",
@@ -231,7 +233,9 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
 
     def decode(data: bytes, method: str | None) -> str | None:
         # The engine's decoder choice and rescale sizes, watermark only: an uploaded image's credential is not read.
-        context = InspectionContext(policy=policy, index=cache.get(), read_credential=False, requested_method=method)
+        context = InspectionContext(
+            policy=policy, index=cache.get(), read_credential=False, requested_method=method, secrets=secrets
+        )
         found = inspect_bytes(data, context)
         if found.unreadable is not None:
             raise HTTPException(415, found.unreadable)
