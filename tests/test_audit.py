@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,17 +28,30 @@ prompts:
   - {id: cup, prompt: a tea cup, output_format: jpeg}
 """
 S3_BUCKET = os.environ.get("ASSETMINT_TEST_S3_BUCKET")
+# As the quickstart: candidates at the model's 64 px, upscaled to 256 px by finalize so that they can be watermarked.
+SMALL_MANIFEST = """\
+campaign: {id: small, name: Small}
+defaults: {model: embedded:tiny-sd, width: 64, height: 64, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 7}
+prompts:
+  - {id: badge, prompt: a round badge}
+"""
+
+
+def _publish_run(root: Path, model_cache: Path, manifest: str, policy_text: str) -> dict[str, Any]:
+    """Run `manifest` under `root` with auto-publish; its root, policy file, environment and (all published) assets."""
+    policy = write(root / "p.yaml", policy_text + "publish:\n  auto_publish: true\n")
+    env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", manifest)), "--policy", str(policy)])
+    ledger = work_ledger(root)
+    assets = ledger.assets(ledger.runs()[0].run_id)
+    assert assets and all(a.published is not None for a in assets)
+    return {"root": root, "policy": policy, "env": env, "assets": assets}
 
 
 @pytest.fixture(scope="module")
-def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("audit")
-    policy = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
-    env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)])
-    ledger = work_ledger(root)
-    assets = ledger.assets(ledger.runs()[0].run_id)
-    assert [a.published is not None for a in assets] == [True, True, True]
-    yield {"root": root, "policy": policy, "env": env, "assets": assets}
+def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    produced = _publish_run(tmp_path_factory.mktemp("audit"), model_cache, MANIFEST, "")
+    assert len(produced["assets"]) == 3
+    return produced
 
 
 @pytest.fixture
@@ -47,6 +59,12 @@ def env(produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     for name, value in produced["env"].items():
         monkeypatch.setenv(name, value)
     return produced
+
+
+@pytest.fixture(scope="module")
+def upscaled(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    policy = "watermark:\n  upscale_small: true\n"
+    return _publish_run(tmp_path_factory.mktemp("upscaled"), model_cache, SMALL_MANIFEST, policy)
 
 
 def _published(produced: dict[str, Any], asset: AssetRow) -> Path:
@@ -162,6 +180,34 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
     assert "decompression bomb" in results["bomb.png"]["reasons"][0]
     html = (tmp_path / "audit.html").read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
+
+
+def test_resized_copies_of_upscaled_assets_are_rescaled_to_the_finalized_size(
+    upscaled: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in upscaled["env"].items():
+        monkeypatch.setenv(name, value)
+    asset = upscaled["assets"][0]
+    delivered = _published(upscaled, asset)
+    pixels = Image.open(delivered).convert("RGB")
+    assert pixels.size == (256, 256) and asset.final_size == {"width": 256, "height": 256}
+    assert (asset.fingerprint or b"").startswith(b"\x89PNG")
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    for scale in (0.5, 0.75):  # credential stripped, resized, re-encoded
+        side = round(256 * scale)
+        pixels.resize((side, side), Image.Resampling.LANCZOS).save(wild / f"{scale}x.jpg", quality=90, subsampling=0)
+    code, results = _audit(upscaled, tmp_path, str(wild), str(delivered))
+    assert code == 0
+    # The credential tells the finalized size besides the candidate's.
+    credential = results[delivered.name]["evidence"]["credential"]
+    assert credential["final_size"] == [256, 256] and credential["size"] == [64, 64]
+    for scale in (0.5, 0.75):
+        result = results[f"{scale}x.jpg"]
+        # Rescaled to the candidate's 64 px (below the watermark's 256 px minimum) this was not_ours.
+        assert result["verdict"] == "recovered", result["reasons"]
+        assert result["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
+        assert result["candidate_id"] == asset.candidate_id
 
 
 def test_bad_target_is_a_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -87,13 +87,20 @@ class LedgerIndex:
                         root = Path(str(receipt["target"])[len("file://") :])
                         index.by_location[("file", str(root.joinpath(*str(receipt["key"]).split("/")).resolve()))] = key
                 if candidate.state in EXPECTED_STATES:
-                    sizes[(candidate.width, candidate.height)] += 1
+                    sizes[delivered_size(asset, candidate)] += 1
         index.sizes = [size for size, _ in sizes.most_common()]
         return index
 
     def get(self, key: int | None) -> tuple[AssetRow, CandidateRow] | None:
         """The asset and candidate of a watermark key, or None."""
         return self.by_key.get(key) if key is not None else None
+
+
+def delivered_size(asset: AssetRow, candidate: CandidateRow) -> tuple[int, int]:
+    """The size of an asset's finalized pixels: as finalize recorded it, else (never recorded) its candidate's size."""
+    if asset.final_width and asset.final_height:
+        return asset.final_width, asset.final_height
+    return candidate.width, candidate.height
 
 
 # --- what an inspection is given ------------------------------------------------------------------------------------
@@ -238,7 +245,8 @@ def size_of(value: Any) -> tuple[int, int] | None:
 def rescale_sizes(
     image_size: tuple[int, int], ctx: InspectionContext, hints: Sequence[tuple[int, int] | None]
 ) -> list[tuple[int, int]]:
-    """Sizes to rescale to before decoding: hints first, then the policy's, then the ledger's; same aspect only."""
+    """Sizes to rescale to before decoding: hints first, then the policy's, then the ledger's finalized sizes; same
+    aspect only."""
     from tasks.provenance.watermark import MIN_SIDE
 
     width, height = image_size
@@ -315,6 +323,7 @@ def credential_facts(report: ValidationReport) -> dict[str, Any]:
         "asset_id": generation.get("asset_id"),
         "run_id": generation.get("run_id"),
         "size": size_of(generation.get("size")),
+        "final_size": size_of(generation.get("final_size")),
         "ours": ours,
     }
 
@@ -328,6 +337,7 @@ def ledger_facts(found: tuple[AssetRow, CandidateRow]) -> dict[str, Any]:
         "candidate_id": asset.candidate_id,
         "state": candidate.state,
         "size": {"width": candidate.width, "height": candidate.height},
+        "final_size": asset.final_size,
         "payload": asset.payload_hex,
         "final_sha256": asset.final_sha256,
         "manifest_label": asset.manifest_label,
@@ -401,13 +411,15 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
     index = context.index
     choice = choose_decoder(evidence.report, context.policy, context.requested_method)
     evidence.decoder = choice
-    hints: list[tuple[int, int] | None] = [(evidence.credential or {}).get("size")]
+    # The finalized size first: a candidate's size differs from it wherever finalize upscaled.
+    cred = evidence.credential or {}
+    hints: list[tuple[int, int] | None] = [cred.get("final_size") or cred.get("size")]
     if context.sidecar is not None:
-        hints.append(size_of((context.sidecar.get("generation") or {}).get("size")))
+        final = size_of((context.sidecar.get("provenance") or {}).get("final_size"))
+        hints.append(final or size_of((context.sidecar.get("generation") or {}).get("size")))
     for key in (evidence.expected_key, evidence.credential_key):
         if key is not None:
-            candidate = index.by_key[key][1]
-            hints.append((candidate.width, candidate.height))
+            hints.append(delivered_size(*index.by_key[key]))
     sizes = rescale_sizes(image.size, context, hints)
     rgb = image.convert("RGB")
     for position, method in enumerate(choice.methods):
