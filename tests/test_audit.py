@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import bomb_png, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
+from conftest import bomb_png, picture, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
 from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
@@ -176,6 +176,9 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
         "manifest_label": a.manifest_label,
     }
     assert results["half.png"]["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
+    for name in ("stripped-q75.jpg", "half.png"):  # the pixels are the asset's
+        assert results[name]["evidence"]["likeness"]["matched"], results[name]["evidence"]["likeness"]
+        assert results[name]["reasons"][-1].startswith("the pixels match its fingerprint (likeness")
     assert results["resigned.png"]["evidence"]["credential"]["state"] == "Trusted"
     assert "decompression bomb" in results["bomb.png"]["reasons"][0]
     html = (tmp_path / "audit.html").read_text()
@@ -207,7 +210,50 @@ def test_resized_copies_of_upscaled_assets_are_rescaled_to_the_finalized_size(
         # Rescaled to the candidate's 64 px (below the watermark's 256 px minimum) this was not_ours.
         assert result["verdict"] == "recovered", result["reasons"]
         assert result["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
-        assert result["candidate_id"] == asset.candidate_id
+        assert result["evidence"]["likeness"]["matched"] and result["candidate_id"] == asset.candidate_id
+
+
+def test_a_mark_written_into_other_pixels_is_a_mark_mismatch(
+    env: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.provenance import watermark
+
+    a = _pngs(env)[0]
+    forged = watermark.embed(picture(5, (320, 320)), a.asset_key, "dwtDctSvd")  # A's key, someone else's pixels
+    assert watermark.decode(forged, "dwtDctSvd").key == a.asset_key
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    forged.save(wild / "forged.png")
+    forged.save(wild / "forged.jpg", quality=90, subsampling=0)
+    code, results = _audit(env, tmp_path, str(wild), html=True)
+    assert code == 1  # the mark names a published asset: its audit fails
+    for name in ("forged.png", "forged.jpg"):
+        result = results[name]
+        assert result["verdict"] == "mark_mismatch" and result["failed"], result["reasons"]
+        assert result["candidate_id"] == a.candidate_id and "recovered" not in result["evidence"]
+        assert result["evidence"]["likeness"]["matched"] is False
+        assert result["reasons"][0].startswith(f"the watermark names asset {a.candidate_id}, but the pixels are not")
+        assert result["reasons"][0].endswith("a copied or forged mark")
+    assert "mark_mismatch" in (tmp_path / "audit.html").read_text()
+
+    assert main(["verify", str(wild / "forged.png"), "--policy", str(env["policy"])]) == 1
+    out = capsys.readouterr().out
+    assert "a copied or forged mark" in out and "not the asset's pixels" in out
+
+
+def test_an_asset_finalized_before_fingerprints_is_recovered_unconfirmed(env: dict[str, Any]) -> None:
+    from policies.model import load_policy
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
+
+    a = _pngs(env)[0]
+    policy = load_policy(env["policy"])
+    ctx = make_context(policy, Ledger.open(policy.ledger_url()))
+    ctx.index.by_key[a.asset_key][0].fingerprint = None  # as the 0003 migration leaves earlier assets
+    stripped = io.BytesIO()
+    Image.open(_published(env, a)).convert("RGB").save(stripped, "PNG")
+    result = audit_bytes(stripped.getvalue(), ctx, AuditResult("t", "x", ""))
+    assert result.verdict == "recovered" and result.evidence["likeness"]["matched"] is None
+    assert "the pixels could not be confirmed" in result.reasons[-1]
 
 
 def test_bad_target_is_a_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

@@ -84,6 +84,7 @@ def test_verify_passes_untouched_assets(same_env: dict[str, Path], capsys: pytes
         assert report["watermark"]["payload"] == report["credential"]["soft_binding"]["blocks"][0]["value"]
         assert report["ledger"]["candidate_id"] == report["credential"]["generation_assertion"]["asset_id"]
         assert report["credential"]["generation_assertion"]["final_size"] == {"width": 256, "height": 256}
+        assert report["likeness"]["matched"] and report["likeness"]["score"] > 0.99
         assert "a red cube" not in json.dumps(report["credential"])  # prompt text is confidential by default
         actions = [a["action"] for a in report["credential"]["actions"]]
         assert actions[:2] == ["c2pa.created", "c2pa.watermarked"]

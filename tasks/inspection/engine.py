@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from policies.model import Policy
+    from tasks.inspection.likeness import Likeness
     from tasks.provenance.credentials import ValidationReport
     from tasks.storage.ledger import AssetRow, CandidateRow, Ledger
 
@@ -175,11 +176,24 @@ class Evidence:
     watermark_key: int | None = None  # the asset the watermark resolves to
     disagreements: list[str] = field(default_factory=list)
     sha256_differs: str | None = None  # the linked asset's finalized sha256 differs from these bytes
+    likeness: Likeness | None = None  # the pixels against the fingerprint of the asset the watermark resolves to
+    likeness_note: str | None = None  # why the pixels could not be compared with that asset's
 
     @property
     def linked_key(self) -> int | None:
         """The asset these bytes are: the watermark's, else the credential's."""
         return self.watermark_key if self.watermark_key is not None else self.credential_key
+
+    @property
+    def mark_mismatch(self) -> Likeness | None:
+        """The pixel comparison when it shows that the pixels are not the watermark's asset's, else None."""
+        return self.likeness if self.likeness is not None and not self.likeness.matched else None
+
+    def likeness_facts(self) -> dict[str, Any] | None:
+        """The pixel comparison as JSON-ready facts (matched, score...; or matched None and why), None without one."""
+        if self.likeness is not None:
+            return self.likeness.to_dict()
+        return {"matched": None, "note": self.likeness_note} if self.likeness_note else None
 
     @property
     def watermark_payload(self) -> str | None:
@@ -377,6 +391,7 @@ def inspect_bytes(data: bytes, context: InspectionContext) -> Evidence:
         evidence.unreadable = str(exc)
         return evidence
     _decode_watermark(evidence.image, evidence, context)
+    _compare_pixels(evidence.image, evidence, context)
     _cross_check(evidence, context)
     return evidence
 
@@ -443,6 +458,28 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
             break
     if evidence.decoded_key is not None and index.get(evidence.decoded_key) is not None:
         evidence.watermark_key = evidence.decoded_key
+
+
+def _compare_pixels(image: Image.Image, evidence: Evidence, context: InspectionContext) -> None:
+    """Compare the pixels with the fingerprint of the asset the watermark resolves to (a mark can be copied)."""
+    from tasks.inspection.likeness import compare
+
+    found = context.index.get(evidence.watermark_key)
+    if found is None:
+        return
+    asset, candidate = found
+    if asset.fingerprint is None:
+        evidence.likeness_note = (
+            f"the pixels could not be confirmed: asset {asset.candidate_id} was finalized before AssetMint "
+            "recorded fingerprints of finalized pixels"
+        )
+        return
+    evidence.likeness = compare(image, asset.fingerprint, delivered_size(asset, candidate))
+    if evidence.likeness is None:
+        evidence.likeness_note = (
+            f"the pixels could not be confirmed: the image is too small or too featureless to compare with asset "
+            f"{asset.candidate_id}'s fingerprint"
+        )
 
 
 def _cross_check(evidence: Evidence, context: InspectionContext) -> None:

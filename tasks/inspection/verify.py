@@ -17,6 +17,7 @@ from tasks.inspection.engine import (
     inspect_bytes,
     install_bomb_guard,
 )
+from tasks.inspection.likeness import mark_mismatch_reason
 from tasks.storage.ledger import Ledger
 
 
@@ -32,6 +33,7 @@ class VerifyReport:
     credential: dict[str, Any] | None = None
     watermark: dict[str, Any] | None = None
     ledger: dict[str, Any] | None = None
+    likeness: dict[str, Any] | None = None  # the pixels against the fingerprint of the asset the watermark names
 
     def fail(self, problem: str) -> None:
         """Record a failed check."""
@@ -119,4 +121,7 @@ def verify_view(found: Evidence, result: VerifyReport, context: InspectionContex
             }
             if found.sha256_differs:
                 result.fail(f"{found.sha256_differs} (re-encoded or edited)")
+            result.likeness = found.likeness_facts()
+            if found.mark_mismatch is not None:
+                result.fail(mark_mismatch_reason(asset.candidate_id, found.mark_mismatch))
     return result
