@@ -63,6 +63,11 @@ def _print_verify(console: Any, report: Any) -> None:
                 f"key {report.ledger['asset_key']}, {report.ledger['state']}",
             )
         )
+    if report.likeness:
+        likeness = report.likeness
+        verdict = "the asset's pixels" if likeness["matched"] else "not the asset's pixels"
+        shown = likeness.get("note") or f"{likeness['score']} (threshold {likeness['threshold']}): {verdict}"
+        lines.append(("likeness", shown))
     for name, value in lines:
         console.print(f"  {name:>15}: {value if value is not None else '-'}", markup=False, soft_wrap=True)
     for problem in report.problems:

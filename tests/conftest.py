@@ -305,6 +305,27 @@ def bomb_png(side: int = 100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat) + png_chunk(b"IEND", b"")
 
 
+def picture(seed: int, size: tuple[int, int] = (512, 512)) -> Any:
+    """A procedural picture (PIL RGB): smooth colour at three scales under a few flat shapes."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    width, height = size
+    layers = [
+        np.asarray(Image.fromarray(rng.integers(0, 256, (cells, cells, 3), dtype=np.uint8)).resize(size, Image.BICUBIC))
+        for cells in (3, 8, 24)
+    ]
+    image = Image.fromarray((0.5 * layers[0] + 0.3 * layers[1] + 0.2 * layers[2]).astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(5):
+        x, y = int(rng.integers(0, width)), int(rng.integers(0, height))
+        side = int(rng.integers(width // 10, width // 3))
+        colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x, y, x + side, y + side), fill=colour)
+    return image
+
+
 # Hypothesis settings of every fuzz test: reproducible in CI; ASSETMINT_FUZZ_EXAMPLES and ASSETMINT_FUZZ_RANDOM=1
 # turn them into a longer, fresh exploration.
 FUZZ = settings(

@@ -8,7 +8,6 @@ import os
 import shutil
 import struct
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
-from conftest import bomb_png, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
+from conftest import bomb_png, picture, png_chunk, run_isolated, sign_decoy_credential, work_ledger, write
 from tasks.provenance import trust
 from tasks.storage.ledger import AssetRow, Ledger
 
@@ -29,17 +28,30 @@ prompts:
   - {id: cup, prompt: a tea cup, output_format: jpeg}
 """
 S3_BUCKET = os.environ.get("ASSETMINT_TEST_S3_BUCKET")
+# As the quickstart: candidates at the model's 64 px, upscaled to 256 px by finalize so that they can be watermarked.
+SMALL_MANIFEST = """\
+campaign: {id: small, name: Small}
+defaults: {model: embedded:tiny-sd, width: 64, height: 64, steps: 2, candidates: 1, keep_top_k: 1, base_seed: 7}
+prompts:
+  - {id: badge, prompt: a round badge}
+"""
+
+
+def _publish_run(root: Path, model_cache: Path, manifest: str, policy_text: str) -> dict[str, Any]:
+    """Run `manifest` under `root` with auto-publish; its root, policy file, environment and (all published) assets."""
+    policy = write(root / "p.yaml", policy_text + "publish:\n  auto_publish: true\n")
+    env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", manifest)), "--policy", str(policy)])
+    ledger = work_ledger(root)
+    assets = ledger.assets(ledger.runs()[0].run_id)
+    assert assets and all(a.published is not None for a in assets)
+    return {"root": root, "policy": policy, "env": env, "assets": assets}
 
 
 @pytest.fixture(scope="module")
-def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Iterator[dict[str, Any]]:
-    root = tmp_path_factory.mktemp("audit")
-    policy = write(root / "p.yaml", "publish:\n  auto_publish: true\n")
-    env = run_isolated(root, model_cache, ["run", str(write(root / "m.yaml", MANIFEST)), "--policy", str(policy)])
-    ledger = work_ledger(root)
-    assets = ledger.assets(ledger.runs()[0].run_id)
-    assert [a.published is not None for a in assets] == [True, True, True]
-    yield {"root": root, "policy": policy, "env": env, "assets": assets}
+def produced(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    produced = _publish_run(tmp_path_factory.mktemp("audit"), model_cache, MANIFEST, "")
+    assert len(produced["assets"]) == 3
+    return produced
 
 
 @pytest.fixture
@@ -47,6 +59,12 @@ def env(produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
     for name, value in produced["env"].items():
         monkeypatch.setenv(name, value)
     return produced
+
+
+@pytest.fixture(scope="module")
+def upscaled(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
+    policy = "watermark:\n  upscale_small: true\n"
+    return _publish_run(tmp_path_factory.mktemp("upscaled"), model_cache, SMALL_MANIFEST, policy)
 
 
 def _published(produced: dict[str, Any], asset: AssetRow) -> Path:
@@ -158,10 +176,84 @@ def test_attacks_get_their_verdicts(env: dict[str, Any], tmp_path: Path) -> None
         "manifest_label": a.manifest_label,
     }
     assert results["half.png"]["evidence"]["watermark"]["attempt"].startswith("search: tile period 64")
+    for name in ("stripped-q75.jpg", "half.png"):  # the pixels are the asset's
+        assert results[name]["evidence"]["likeness"]["matched"], results[name]["evidence"]["likeness"]
+        assert results[name]["reasons"][-1].startswith("the pixels match its fingerprint (likeness")
     assert results["resigned.png"]["evidence"]["credential"]["state"] == "Trusted"
     assert "decompression bomb" in results["bomb.png"]["reasons"][0]
     html = (tmp_path / "audit.html").read_text()
     assert "<img src=x" not in html and "&lt;img src=x onerror=alert(1)&gt;.png" in html
+
+
+def test_resized_copies_of_upscaled_assets_are_rescaled_to_the_finalized_size(
+    upscaled: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in upscaled["env"].items():
+        monkeypatch.setenv(name, value)
+    asset = upscaled["assets"][0]
+    delivered = _published(upscaled, asset)
+    pixels = Image.open(delivered).convert("RGB")
+    assert pixels.size == (256, 256) and asset.final_size == {"width": 256, "height": 256}
+    assert (asset.fingerprint or b"").startswith(b"\x89PNG")
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    for scale in (0.5, 0.75):  # credential stripped, resized, re-encoded
+        side = round(256 * scale)
+        pixels.resize((side, side), Image.Resampling.LANCZOS).save(wild / f"{scale}x.jpg", quality=90, subsampling=0)
+    code, results = _audit(upscaled, tmp_path, str(wild), str(delivered))
+    assert code == 0
+    # The credential tells the finalized size besides the candidate's.
+    credential = results[delivered.name]["evidence"]["credential"]
+    assert credential["final_size"] == [256, 256] and credential["size"] == [64, 64]
+    for scale in (0.5, 0.75):
+        result = results[f"{scale}x.jpg"]
+        # Rescaled to the candidate's 64 px (below the watermark's 256 px minimum) this was not_ours.
+        assert result["verdict"] == "recovered", result["reasons"]
+        assert result["evidence"]["watermark"]["attempt"] == "rescaled to 256x256"
+        assert result["evidence"]["likeness"]["matched"] and result["candidate_id"] == asset.candidate_id
+
+
+def test_a_mark_written_into_other_pixels_is_a_mark_mismatch(
+    env: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tasks.provenance import watermark
+
+    a = _pngs(env)[0]
+    forged = watermark.embed(picture(5, (320, 320)), a.asset_key, "dwtDctSvd")  # A's key, someone else's pixels
+    assert watermark.decode(forged, "dwtDctSvd").key == a.asset_key
+    wild = tmp_path / "wild"
+    wild.mkdir()
+    forged.save(wild / "forged.png")
+    forged.save(wild / "forged.jpg", quality=90, subsampling=0)
+    code, results = _audit(env, tmp_path, str(wild), html=True)
+    assert code == 1  # the mark names a published asset: its audit fails
+    for name in ("forged.png", "forged.jpg"):
+        result = results[name]
+        assert result["verdict"] == "mark_mismatch" and result["failed"], result["reasons"]
+        assert result["candidate_id"] == a.candidate_id and "recovered" not in result["evidence"]
+        assert result["evidence"]["likeness"]["matched"] is False
+        assert result["reasons"][0].startswith(f"the watermark names asset {a.candidate_id}, but the pixels are not")
+        assert result["reasons"][0].endswith("a copied or forged mark")
+    assert "mark_mismatch" in (tmp_path / "audit.html").read_text()
+
+    assert main(["verify", str(wild / "forged.png"), "--policy", str(env["policy"])]) == 1
+    out = capsys.readouterr().out
+    assert "a copied or forged mark" in out and "not the asset's pixels" in out
+
+
+def test_an_asset_finalized_before_fingerprints_is_recovered_unconfirmed(env: dict[str, Any]) -> None:
+    from policies.model import load_policy
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
+
+    a = _pngs(env)[0]
+    policy = load_policy(env["policy"])
+    ctx = make_context(policy, Ledger.open(policy.ledger_url()))
+    ctx.index.by_key[a.asset_key][0].fingerprint = None  # as the 0003 migration leaves earlier assets
+    stripped = io.BytesIO()
+    Image.open(_published(env, a)).convert("RGB").save(stripped, "PNG")
+    result = audit_bytes(stripped.getvalue(), ctx, AuditResult("t", "x", ""))
+    assert result.verdict == "recovered" and result.evidence["likeness"]["matched"] is None
+    assert "the pixels could not be confirmed" in result.reasons[-1]
 
 
 def test_bad_target_is_a_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:

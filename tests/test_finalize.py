@@ -13,6 +13,7 @@ from PIL import Image
 
 from cli.main import main
 from conftest import PACKAGED_DEFAULT_POLICY, run_isolated, work_ledger, write
+from tasks.provenance.fingerprint import make_fingerprint
 from tasks.provenance.trust import DEVELOPMENT
 
 MANIFEST = """\
@@ -64,6 +65,14 @@ def test_every_format_is_finalized_and_small_images_are_refused(same_env: dict[s
         if asset.final_path:
             assert asset.validation_state == "Trusted" and asset.payload_hex and asset.manifest_label
             assert asset.provenance["signer_is_development"] is True
+            # The delivered pixels' size and fingerprint, for the audit of copies found later.
+            with Image.open(asset.final_path) as delivered:
+                assert asset.final_size == {"width": delivered.width, "height": delivered.height}
+                if asset.mime == "image/png":  # lossless: the fingerprint is exactly that of the delivered pixels
+                    assert asset.fingerprint == make_fingerprint(delivered)
+            assert asset.fingerprint and len(asset.fingerprint) < 16_000
+        else:
+            assert asset.final_size is None and asset.fingerprint is None
 
 
 def test_verify_passes_untouched_assets(same_env: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -75,6 +84,8 @@ def test_verify_passes_untouched_assets(same_env: dict[str, Path], capsys: pytes
         assert report["credential"]["state"] == "Trusted"
         assert report["watermark"]["payload"] == report["credential"]["soft_binding"]["blocks"][0]["value"]
         assert report["ledger"]["candidate_id"] == report["credential"]["generation_assertion"]["asset_id"]
+        assert report["credential"]["generation_assertion"]["final_size"] == {"width": 256, "height": 256}
+        assert report["likeness"]["matched"] and report["likeness"]["score"] > 0.99
         assert "a red cube" not in json.dumps(report["credential"])  # prompt text is confidential by default
         actions = [a["action"] for a in report["credential"]["actions"]]
         assert actions[:2] == ["c2pa.created", "c2pa.watermarked"]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from conftest import run_isolated, sign_decoy_credential, work_ledger, write
+from conftest import picture, run_isolated, sign_decoy_credential, work_ledger, write
 
 MANIFEST = """\
 campaign: {id: eng, name: Engine}
@@ -51,16 +51,21 @@ def _pixels_png(source: Path) -> bytes:
 
 
 def _files(env: dict[str, Any], folder: Path) -> dict[str, Path]:
+    from tasks.provenance import watermark
+
     signed = env["final"].read_bytes()
     iend = signed.rindex(b"IEND") - 4
     noise = io.BytesIO()
     Image.effect_noise((300, 300), 40).convert("RGB").save(noise, "PNG")
+    forged = io.BytesIO()  # the asset's key written into other pixels
+    watermark.embed(picture(9, (300, 300)), env["asset"].asset_key, "dwtDctSvd").save(forged, "PNG")
     contents = {
         "verified.png": signed,
         "stripped.png": _pixels_png(env["final"]),
         # A chunk added after signing: the pixels still decode, the credential's hard binding no longer holds.
         "tampered.png": signed[:iend] + _png_chunk(b"tEXt", b"Comment\x00edited") + signed[iend:],
         "unmarked.png": noise.getvalue(),
+        "forged.png": forged.getvalue(),
     }
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in contents.items():
@@ -84,6 +89,7 @@ def test_verify_and_audit_agree_on_the_same_evidence(env: dict[str, Any], tmp_pa
         "stripped.png": (False, "recovered"),
         "tampered.png": (False, "tampered"),
         "unmarked.png": (False, "not_ours"),
+        "forged.png": (False, "mark_mismatch"),
     }
     for name, path in _files(env, tmp_path / "files").items():
         found = inspect_bytes(path.read_bytes(), ctx.inspection())
@@ -100,9 +106,13 @@ def test_verify_and_audit_agree_on_the_same_evidence(env: dict[str, Any], tmp_pa
         direct = verify_file(path, policy, ledger, ctx.anchors)
         assert direct.to_dict() == report.to_dict()
         assert audit_bytes(path.read_bytes(), ctx, AuditResult("t", str(path), "")).verdict == audited.verdict
-        if name in ("verified.png", "stripped.png"):
+        assert report.likeness == audited.evidence.get("likeness")
+        if name in ("verified.png", "stripped.png", "forged.png"):
             assert report.ledger and report.ledger["candidate_id"] == asset.candidate_id == audited.candidate_id
             assert report.watermark and report.watermark["payload"] == asset.payload_hex
+            assert report.likeness and report.likeness["matched"] is (name != "forged.png")
+        if name == "forged.png":
+            assert any(p.endswith("a copied or forged mark") for p in report.problems)
         if name == "tampered.png":
             assert any("Content Credential is Invalid" in p for p in report.problems)
         if name == "unmarked.png":

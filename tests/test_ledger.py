@@ -190,6 +190,22 @@ def test_a_rejection_during_finalize_discards_the_signed_file(tmp_path: Path) ->
     assert "finalize_discarded" in ledger.history("r1", "cand001")[-1].detail
 
 
+def test_a_finalized_asset_keeps_its_delivered_size_and_fingerprint(tmp_path: Path) -> None:
+    from tasks.storage.ledger import FinalizedAsset
+
+    ledger = _screened(tmp_path, flagged=False)
+    ledger.record_selection("r1", {"cand001": 1}, {"cand001"}, {})
+    ledger.decide("r1", "cand001", "approve", "dana")
+    ledger.assign_asset_keys("r1", ["cand001"], 100)
+    assert ledger.assets("r1")[0].final_size is None
+    outcome = FinalizedAsset(
+        "cand001", ok=True, final_sha256="0" * 64, final_width=341, final_height=256, fingerprint=b"\x89PNG..."
+    )
+    ledger.record_finalized("r1", [outcome])
+    asset = ledger.assets("r1")[0]
+    assert asset.final_size == {"width": 341, "height": 256} and asset.fingerprint == b"\x89PNG..."
+
+
 def test_unscreened_candidates_cannot_be_selected(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     ledger.record_generated("r1", [_image("cand001")])

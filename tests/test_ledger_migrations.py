@@ -31,9 +31,20 @@ OLD_TABLES = ("runs", "jobs", "candidates", "embeddings", "history", "assets", "
 RUN = "run-0-1-0"
 
 
-def _rows(path: Path, tables: tuple[str, ...] = OLD_TABLES) -> dict[str, list[tuple[Any, ...]]]:
+def _rows(
+    path: Path, tables: tuple[str, ...] = OLD_TABLES, columns_of: Path | None = None
+) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of `tables`; only the columns the ledger at `columns_of` has, when given (later revisions add some)."""
+    columns = {table: "*" for table in tables}
+    if columns_of is not None:
+        with sqlite3.connect(columns_of) as connection:
+            for table in tables:
+                columns[table] = ", ".join(row[1] for row in connection.execute(f"PRAGMA table_info({table})"))
     with sqlite3.connect(path) as connection:
-        return {table: sorted(connection.execute(f"SELECT * FROM {table}").fetchall(), key=repr) for table in tables}
+        return {
+            table: sorted(connection.execute(f"SELECT {columns[table]} FROM {table}").fetchall(), key=repr)
+            for table in tables
+        }
 
 
 def _schema(path: Path) -> dict[tuple[str, str], str]:
@@ -55,7 +66,7 @@ def test_a_0_1_0_ledger_is_upgraded_in_place_and_keeps_every_row(old_ledger: Pat
     ledger = Ledger.open_file(old_ledger)
     assert current_revisions(ledger.engine) == [HEAD]
     assert "revisions" in inspect(ledger.engine).get_table_names()
-    assert _rows(old_ledger) == before
+    assert _rows(old_ledger, columns_of=LEDGER_0_1_0) == before
 
     # Every old row reads through the normal API.
     run = ledger.run(RUN)
@@ -68,6 +79,8 @@ def test_a_0_1_0_ledger_is_upgraded_in_place_and_keeps_every_row(old_ledger: Pat
     assert [h.to_state for h in ledger.history(RUN, "c0000000000000000000000000000001")][-1] == "finalized"
     asset = ledger.assets(RUN)[0]
     assert (asset.payload_hex, asset.validation_state) == ("00000001", "Trusted")
+    # Finalized without an upscale: delivered at the candidate's size; its pixels were never fingerprinted.
+    assert (asset.final_size, asset.fingerprint) == ({"width": 256, "height": 256}, None)
     assert ledger.asset_by_key(asset.asset_key)[1].candidate_id == "c0000000000000000000000000000001"
     assert [audit.verdict for audit in ledger.audits(run_id=RUN)] == ["ok"]
 
@@ -82,6 +95,29 @@ def test_a_0_1_0_ledger_is_upgraded_in_place_and_keeps_every_row(old_ledger: Pat
         "screening": (None, {"blocked": False, "reason": "", "rule": None}),
     }
     assert {h.name for h in ledger.job_history(RUN, "job-dog")} == {"keep_top_k", "output_format"}
+    ledger.engine.dispose()
+
+
+def test_the_finalized_size_of_an_upscaled_asset_is_filled_in(old_ledger: Path) -> None:
+    from PIL import Image
+
+    from policies.watermark import WatermarkPolicy
+    from tasks.stages.finalize import _prepare_pixels
+
+    with sqlite3.connect(old_ledger) as connection:  # a 64x48 candidate that finalize upscaled, and one not finalized
+        connection.execute("UPDATE candidates SET width = 64, height = 48")
+        connection.execute("""UPDATE assets SET provenance = '{"upscaled_from": {"width": 64, "height": 48}}'""")
+        connection.execute(
+            "INSERT INTO assets (asset_key, run_id, candidate_id, provenance, created_at) "
+            "VALUES (2, ?, 'c0000000000000000000000000000002', '{}', '2026-11-01 00:00:00')",
+            (RUN,),
+        )
+    ledger = Ledger.open_file(old_ledger)
+    upscaled, planned = ledger.assets(RUN)
+    # The migration's frozen rule agrees with what finalize does to such a candidate.
+    pixels, _ = _prepare_pixels(Image.new("RGB", (64, 48)), WatermarkPolicy(upscale_small=True))
+    assert upscaled.final_size == {"width": pixels.width, "height": pixels.height} == {"width": 341, "height": 256}
+    assert planned.final_size is None and planned.fingerprint is None
     ledger.engine.dispose()
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cli.main import main
-from conftest import FUZZ, bomb_png, serve_on_loopback, write
+from conftest import FUZZ, bomb_png, picture, serve_on_loopback, write
 from tasks.storage.ledger import Ledger
 
 MANIFEST = """\
@@ -96,6 +96,21 @@ def test_by_content_agrees_with_the_audit(served: dict[str, Any], monkeypatch: p
     assert client.post("/matches/byContent", content=foreign.getvalue()).json() == {"matches": []}
     assert client.post("/matches/byContent", content=b"plain text").status_code == 415
     assert client.post("/matches/byContent", content=b"\x89PNG\r\n\x1a\n" + bytes(3_000_000)).status_code == 413
+
+
+def test_by_content_does_not_match_a_mark_on_other_pixels(served: dict[str, Any]) -> None:
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
+    from tasks.provenance import watermark
+
+    client, asset = served["client"], served["asset"]
+    forged = io.BytesIO()  # the asset's key written into someone else's pixels
+    watermark.embed(picture(7, (300, 300)), asset.asset_key, "dwtDctSvd").save(forged, "PNG")
+    response = client.post("/matches/byContent", content=forged.getvalue(), headers={"content-type": "image/png"})
+    assert response.status_code == 200 and response.json() == {"matches": []}
+    audited = audit_bytes(
+        forged.getvalue(), make_context(served["policy"], served["ledger"]), AuditResult("t", "x", "")
+    )
+    assert audited.verdict == "mark_mismatch" and audited.evidence["watermark"]["key"] == asset.asset_key
 
 
 def test_manifest_store_bytes_read_back_with_c2pa(served: dict[str, Any]) -> None:

@@ -6,8 +6,11 @@ evidence behind it:
 - ``verified``: an AssetMint credential the trust anchors accept (trusted; or, with development keys, valid with a
   development signer, as its evidence says) whose soft binding, decoded watermark, ledger record, sha256 and (for
   S3) object metadata all agree.
-- ``recovered``: no credential (stripped or re-encoded), but the watermark resolves to a ledger record: the
-  evidence links the record and its original manifest label.
+- ``recovered``: no credential (stripped or re-encoded), but the watermark resolves to a ledger record and the pixels
+  match that asset's fingerprint (`tasks.inspection.likeness`): the evidence links the record and its original
+  manifest label. For an asset finalized before fingerprints were recorded, the evidence says the pixels could not
+  be confirmed.
+- ``mark_mismatch``: the watermark names an asset, but the pixels are not that asset's: a copied or forged mark.
 - ``tampered``: a credential is present but does not validate (Invalid).
 - ``mismatch``: credential, watermark, location or metadata point to different assets (a transplanted credential).
 - ``untrusted``: a valid AssetMint credential (or a marked image) signed by a signer outside the trust anchors.
@@ -51,6 +54,7 @@ from tasks.inspection.engine import (
     trust_anchors_for,
     watermark_secrets_for,
 )
+from tasks.inspection.likeness import mark_mismatch_reason
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -58,7 +62,7 @@ if TYPE_CHECKING:
     from policies.model import Policy
     from tasks.storage.ledger import Ledger
 
-VERDICTS = ("verified", "recovered", "tampered", "mismatch", "untrusted", "not_ours", "unreadable")
+VERDICTS = ("verified", "recovered", "tampered", "mismatch", "mark_mismatch", "untrusted", "not_ours", "unreadable")
 OK_VERDICTS = frozenset({"verified", "recovered"})
 MAX_OBJECT_BYTES = 256 * 1024 * 1024
 THUMBNAIL_SIDE = 96
@@ -428,6 +432,8 @@ def audit_view(
         evidence["watermark"]["ledger"] = f"key {found.decoded_key} resolves to no record in this ledger"
     if found.watermark_key is not None:
         evidence["ledger"] = ledger_facts(index.by_key[found.watermark_key])
+    if found.likeness_facts() is not None:
+        evidence["likeness"] = found.likeness_facts()
     disagreements = list(found.disagreements)
     cred_key, wm_key = found.credential_key, found.watermark_key
 
@@ -454,11 +460,15 @@ def audit_view(
         return finish("verified", f"credential ({cred['trust']}), watermark, ledger record and sha256 agree")
     # No credential of ours (none, or a valid foreign one).
     if wm_key is not None:
+        asset = index.by_key[wm_key][0]
+        if found.mark_mismatch is not None:
+            return finish(
+                "mark_mismatch", mark_mismatch_reason(asset.candidate_id, found.mark_mismatch), *disagreements
+            )
         if cred is not None and cred["state"] != "Trusted":
             return finish("untrusted", "a foreign, untrusted credential on an image marked as ours", *disagreements)
         if disagreements:
             return finish("mismatch", *disagreements)
-        asset = index.by_key[wm_key][0]
         evidence["recovered"] = {
             "asset_key": asset.asset_key,
             "run_id": asset.run_id,
@@ -466,7 +476,12 @@ def audit_view(
             "manifest_label": asset.manifest_label,
         }
         how = "stripped" if cred is None else "replaced by a foreign credential"
-        return finish("recovered", f"Content Credential {how}; the watermark identifies asset {asset.candidate_id}")
+        identified = f"Content Credential {how}; the watermark identifies asset {asset.candidate_id}"
+        if found.likeness is None:
+            return finish("recovered", identified, found.likeness_note or "the pixels could not be confirmed")
+        return finish(
+            "recovered", identified, f"the pixels match its fingerprint (likeness {found.likeness.score:.2f})"
+        )
     if cred is not None:
         return finish("not_ours", f"a {cred['state']} credential that is not AssetMint's and no AssetMint watermark")
     return finish("not_ours", "no Content Credential and no AssetMint watermark")

@@ -18,6 +18,7 @@ COLOURS = {
     "recovered": "#0277bd",
     "tampered": "#c62828",
     "mismatch": "#ad1457",
+    "mark_mismatch": "#6a1b9a",
     "untrusted": "#ef6c00",
     "not_ours": "#757575",
     "unreadable": "#4e342e",
@@ -74,6 +75,10 @@ def _evidence_lines(result: AuditResult) -> str:
     recovered = evidence.get("recovered")
     if recovered:
         lines.append(f"original manifest {recovered.get('manifest_label')}")
+    likeness = evidence.get("likeness")
+    if likeness:
+        score = likeness.get("score")
+        lines.append(f"likeness {score} (threshold {likeness.get('threshold')})" if score is not None else "likeness -")
     if evidence.get("s3_metadata"):
         lines.append(f"s3 metadata {json.dumps(evidence['s3_metadata'], sort_keys=True)}")
     return escape("\n".join(lines))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from policies.model import Policy
+    from tasks.inspection.likeness import Likeness
     from tasks.provenance.credentials import ValidationReport
     from tasks.storage.ledger import AssetRow, CandidateRow, Ledger
 
@@ -87,13 +88,20 @@ class LedgerIndex:
                         root = Path(str(receipt["target"])[len("file://") :])
                         index.by_location[("file", str(root.joinpath(*str(receipt["key"]).split("/")).resolve()))] = key
                 if candidate.state in EXPECTED_STATES:
-                    sizes[(candidate.width, candidate.height)] += 1
+                    sizes[delivered_size(asset, candidate)] += 1
         index.sizes = [size for size, _ in sizes.most_common()]
         return index
 
     def get(self, key: int | None) -> tuple[AssetRow, CandidateRow] | None:
         """The asset and candidate of a watermark key, or None."""
         return self.by_key.get(key) if key is not None else None
+
+
+def delivered_size(asset: AssetRow, candidate: CandidateRow) -> tuple[int, int]:
+    """The size of an asset's finalized pixels: as finalize recorded it, else (never recorded) its candidate's size."""
+    if asset.final_width and asset.final_height:
+        return asset.final_width, asset.final_height
+    return candidate.width, candidate.height
 
 
 # --- what an inspection is given ------------------------------------------------------------------------------------
@@ -189,11 +197,24 @@ class Evidence:
     watermark_key: int | None = None  # the asset the watermark resolves to
     disagreements: list[str] = field(default_factory=list)
     sha256_differs: str | None = None  # the linked asset's finalized sha256 differs from these bytes
+    likeness: Likeness | None = None  # the pixels against the fingerprint of the asset the watermark resolves to
+    likeness_note: str | None = None  # why the pixels could not be compared with that asset's
 
     @property
     def linked_key(self) -> int | None:
         """The asset these bytes are: the watermark's, else the credential's."""
         return self.watermark_key if self.watermark_key is not None else self.credential_key
+
+    @property
+    def mark_mismatch(self) -> Likeness | None:
+        """The pixel comparison when it shows that the pixels are not the watermark's asset's, else None."""
+        return self.likeness if self.likeness is not None and not self.likeness.matched else None
+
+    def likeness_facts(self) -> dict[str, Any] | None:
+        """The pixel comparison as JSON-ready facts (matched, score...; or matched None and why), None without one."""
+        if self.likeness is not None:
+            return self.likeness.to_dict()
+        return {"matched": None, "note": self.likeness_note} if self.likeness_note else None
 
     @property
     def watermark_payload(self) -> str | None:
@@ -259,7 +280,8 @@ def size_of(value: Any) -> tuple[int, int] | None:
 def rescale_sizes(
     image_size: tuple[int, int], ctx: InspectionContext, hints: Sequence[tuple[int, int] | None]
 ) -> list[tuple[int, int]]:
-    """Sizes to rescale to before decoding: hints first, then the policy's, then the ledger's; same aspect only."""
+    """Sizes to rescale to before decoding: hints first, then the policy's, then the ledger's finalized sizes; same
+    aspect only."""
     from tasks.provenance.watermark import MIN_SIDE
 
     width, height = image_size
@@ -334,6 +356,7 @@ def credential_facts(report: ValidationReport) -> dict[str, Any]:
         "asset_id": generation.get("asset_id"),
         "run_id": generation.get("run_id"),
         "size": size_of(generation.get("size")),
+        "final_size": size_of(generation.get("final_size")),
         "ours": ours,
     }
 
@@ -347,6 +370,7 @@ def ledger_facts(found: tuple[AssetRow, CandidateRow]) -> dict[str, Any]:
         "candidate_id": asset.candidate_id,
         "state": candidate.state,
         "size": {"width": candidate.width, "height": candidate.height},
+        "final_size": asset.final_size,
         "payload": asset.payload_hex,
         "final_sha256": asset.final_sha256,
         "manifest_label": asset.manifest_label,
@@ -386,6 +410,7 @@ def inspect_bytes(data: bytes, context: InspectionContext) -> Evidence:
         evidence.unreadable = str(exc)
         return evidence
     _decode_watermark(evidence.image, evidence, context)
+    _compare_pixels(evidence.image, evidence, context)
     _cross_check(evidence, context)
     return evidence
 
@@ -420,13 +445,15 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
     index = context.index
     choice = choose_decoder(evidence.report, context.policy, context.requested_method)
     evidence.decoder = choice
-    hints: list[tuple[int, int] | None] = [(evidence.credential or {}).get("size")]
+    # The finalized size first: a candidate's size differs from it wherever finalize upscaled.
+    cred = evidence.credential or {}
+    hints: list[tuple[int, int] | None] = [cred.get("final_size") or cred.get("size")]
     if context.sidecar is not None:
-        hints.append(size_of((context.sidecar.get("generation") or {}).get("size")))
+        final = size_of((context.sidecar.get("provenance") or {}).get("final_size"))
+        hints.append(final or size_of((context.sidecar.get("generation") or {}).get("size")))
     for key in (evidence.expected_key, evidence.credential_key):
         if key is not None:
-            candidate = index.by_key[key][1]
-            hints.append((candidate.width, candidate.height))
+            hints.append(delivered_size(*index.by_key[key]))
     sizes = rescale_sizes(image.size, context, hints)
     rgb = image.convert("RGB")
     for position, method in enumerate(choice.methods):
@@ -454,6 +481,28 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
             break
     if evidence.decoded_key is not None and index.get(evidence.decoded_key) is not None:
         evidence.watermark_key = evidence.decoded_key
+
+
+def _compare_pixels(image: Image.Image, evidence: Evidence, context: InspectionContext) -> None:
+    """Compare the pixels with the fingerprint of the asset the watermark resolves to (a mark can be copied)."""
+    from tasks.inspection.likeness import compare
+
+    found = context.index.get(evidence.watermark_key)
+    if found is None:
+        return
+    asset, candidate = found
+    if asset.fingerprint is None:
+        evidence.likeness_note = (
+            f"the pixels could not be confirmed: asset {asset.candidate_id} was finalized before AssetMint "
+            "recorded fingerprints of finalized pixels"
+        )
+        return
+    evidence.likeness = compare(image, asset.fingerprint, delivered_size(asset, candidate))
+    if evidence.likeness is None:
+        evidence.likeness_note = (
+            f"the pixels could not be confirmed: the image is too small or too featureless to compare with asset "
+            f"{asset.candidate_id}'s fingerprint"
+        )
 
 
 def _cross_check(evidence: Evidence, context: InspectionContext) -> None:

@@ -18,6 +18,7 @@ from tasks.inspection.engine import (
     install_bomb_guard,
     watermark_secrets_for,
 )
+from tasks.inspection.likeness import mark_mismatch_reason
 from tasks.storage.ledger import Ledger
 
 
@@ -33,6 +34,7 @@ class VerifyReport:
     credential: dict[str, Any] | None = None
     watermark: dict[str, Any] | None = None
     ledger: dict[str, Any] | None = None
+    likeness: dict[str, Any] | None = None  # the pixels against the fingerprint of the asset the watermark names
 
     def fail(self, problem: str) -> None:
         """Record a failed check."""
@@ -122,4 +124,7 @@ def verify_view(found: Evidence, result: VerifyReport, context: InspectionContex
             }
             if found.sha256_differs:
                 result.fail(f"{found.sha256_differs} (re-encoded or edited)")
+            result.likeness = found.likeness_facts()
+            if found.mark_mismatch is not None:
+                result.fail(mark_mismatch_reason(asset.candidate_id, found.mark_mismatch))
     return result

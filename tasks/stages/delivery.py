@@ -274,6 +274,7 @@ def _sidecar(run: Any, row: Any, asset: Any) -> dict[str, Any]:
             "signer": asset.signer,
             "sha256": asset.final_sha256,
             "mime": asset.mime,
+            "final_size": asset.final_size,
         },
     }
 

@@ -126,6 +126,7 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
 
     from tasks.provenance import credentials as provenance
     from tasks.provenance import watermark
+    from tasks.provenance.fingerprint import make_fingerprint
 
     try:
         with Image.open(job.image_path) as source:
@@ -160,6 +161,7 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
             )
     generation = {
         **job.generation,
+        "final_size": {"width": image.width, "height": image.height},  # the delivered pixels, after any upscale
         "watermark": {"method": method.value, "payload": marks.payload_hex} if marks else {"enabled": False},
         **notes,
     }
@@ -196,6 +198,9 @@ def _finalize(job: FinalizeJob) -> FinalizedAsset:
             "watermark_enabled": job.watermark.enabled,
             **notes,
         },
+        final_width=image.width,
+        final_height=image.height,
+        fingerprint=make_fingerprint(image),
     )
 
 

@@ -190,10 +190,20 @@ class AssetRow(Base):
     validation_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
     signer: Mapped[str | None] = mapped_column(Text, nullable=True)
     provenance: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    final_width: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the delivered pixels, after any upscale
+    final_height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)  # tasks.provenance.fingerprint
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finalized_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     published: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+    @property
+    def final_size(self) -> dict[str, int] | None:
+        """{width, height} of the finalized pixels; None when not recorded (not finalized)."""
+        if self.final_width is None or self.final_height is None:
+            return None
+        return {"width": self.final_width, "height": self.final_height}
 
 
 @dataclass(frozen=True)
@@ -213,6 +223,9 @@ class FinalizedAsset:
     trust: str | None = None  # the person-facing trust label (tasks.provenance.trust) beside c2pa's raw state
     signer: str | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    final_width: int | None = None
+    final_height: int | None = None
+    fingerprint: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -842,6 +855,9 @@ class Ledger:
                     "validation_state",
                     "signer",
                     "provenance",
+                    "final_width",
+                    "final_height",
+                    "fingerprint",
                 ):
                     setattr(asset, name, getattr(outcome, name))
                 asset.finalized_at = now

@@ -3,7 +3,8 @@
 Routes (the C2PA specification's vocabulary): ``GET|POST /matches/byBinding`` (a soft binding's ``alg`` and
 ``value``: base64 of the payload bytes as the specification says, or the payload as hex, as it appears in our
 ``c2pa.soft-binding`` assertions), ``POST /matches/byContent`` (an image body: the inspection engine decodes its
-watermark, rescaled to the ledger's sizes when needed), ``GET /manifests/{manifestId}`` (the manifest store bytes,
+watermark, rescaled to the ledger's sizes when needed; a mark whose asset's fingerprint the pixels do not match, a
+copied or forged mark, is no match), ``GET /manifests/{manifestId}`` (the manifest store bytes,
 ``application/c2pa``) and ``GET /services/supportedAlgorithms``. Matches answer
 ``{"matches": [{"manifestId", "similarityScore"}]}``; manifest ids are the C2PA manifest labels the ledger
 recorded at finalization.
@@ -239,6 +240,8 @@ def create_app(policy: Policy, ledger: Ledger | None = None, max_body_bytes: int
         found = inspect_bytes(data, context)
         if found.unreadable is not None:
             raise HTTPException(415, found.unreadable)
+        if found.mark_mismatch is not None:
+            return None  # the mark names an asset whose pixels these are not (copied or forged): no match
         return found.watermark_payload
 
     @app.get("/manifests/{manifest_id:path}")

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent
 BASELINE = "0001_baseline"
-HEAD = "0002_revisions"
+HEAD = "0003_final_size_fingerprint"
 VERSION_TABLE = "alembic_version"
 # Every table of a 0.1.0 ledger: a database holding them without a version table is stamped as the baseline.
 BASELINE_TABLES = frozenset({"runs", "jobs", "candidates", "embeddings", "history", "assets", "audits"})
