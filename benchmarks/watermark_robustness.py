@@ -43,7 +43,6 @@ the module before and after keyed methods exist. dwtDct and rivaGan are measured
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
 import math
 import multiprocessing
@@ -81,51 +80,32 @@ COST_ATTACK = "crop 90% + resize 0.5x + JPEG q75 4:2:0"
 BENCH_SECRET = b"assetmint/benchmark/watermark-secret/v1 (not a deployment secret)"
 
 
-def _accepts(function: Callable[..., object], name: str) -> bool:
-    try:
-        return name in inspect.signature(function).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _secret(function: Callable[..., object]) -> dict[str, object]:
-    """``secret=`` / ``secrets=`` for the functions that take one (keyed methods), else nothing."""
-    if _accepts(function, "secrets"):
-        return {"secrets": [BENCH_SECRET]}
-    if _accepts(function, "secret"):
-        return {"secret": BENCH_SECRET}
-    return {}
-
-
 def mark(image: Image.Image, key: int, method: str) -> Image.Image:
-    """Embed ``key`` with ``method``."""
-    return wm.embed(image, key, method, **_secret(wm.embed))
+    """Embed ``key`` with ``method`` (keyed methods use the benchmark's secret)."""
+    return wm.embed(image, key, method, secret=BENCH_SECRET)
 
 
 def read(image: Image.Image, method: str) -> wm.DecodeResult:
     """The plain decode: the image as it is."""
-    return wm.decode(image, method, **_secret(wm.decode))
+    return wm.decode(image, method, secrets=[BENCH_SECRET])
 
 
 def audit(image: Image.Image, method: str, candidate_sizes: Sequence[tuple[int, int]]) -> wm.DecodeResult:
-    """The audit decoder with its full search; ``candidate_sizes`` where it takes them."""
-    kwargs = _secret(wm.decode_for_audit)
-    if _accepts(wm.decode_for_audit, "candidate_sizes"):
-        kwargs["candidate_sizes"] = [(int(w), int(h)) for w, h in candidate_sizes]
-    return wm.decode_for_audit(image, method, **kwargs)
+    """The audit decoder with its full search and the candidate sizes the ledger would give."""
+    sizes = [(int(w), int(h)) for w, h in candidate_sizes]
+    return wm.decode_for_audit(image, method, candidate_sizes=sizes, secrets=[BENCH_SECRET])
 
 
 def expected_bits(key: int, method: str) -> tuple[int, ...]:
-    """The bits ``mark`` embeds for ``key``."""
-    return tuple(int(b) for b in wm.payload_bits(key, method, **_secret(wm.payload_bits)))
+    """The bits ``mark`` writes into the pixels for ``key`` (spreadTile: its coded bits)."""
+    return tuple(wm.embedded_bits(key, method, secret=BENCH_SECRET))
 
 
 def designed_rate(method: str) -> tuple[float, str]:
-    """The method's designed false-match rate, and where the figure comes from."""
-    rate = getattr(wm, "false_match_rate", None)
-    if callable(rate):
-        return float(rate(method)), "wm.false_match_rate"
-    return wm.max_key(method) / 2 ** wm.payload_length(method), "key space / payload space, per decode attempt"
+    """The method's designed false-match rate, and what it is counted per."""
+    if method == WatermarkMethod.SPREAD_TILE:
+        return wm.false_match_rate(method), "wm.false_match_rate, per audited image (the whole search)"
+    return wm.false_match_rate(method), "wm.false_match_rate, key space / payload space, per decode attempt"
 
 
 def method_names() -> list[str]:
