@@ -31,7 +31,8 @@ PACKAGED_DEFAULT_POLICY = REPO / "policies" / "default.yaml"
 TINY_MODELS_POLICY = REPO / "tests" / "data" / "tiny-models-policy.yaml"
 # The tiny random model paints full-range noise, which no spread-spectrum mark holds at 256 px and PSNR 40 (see
 # tiny-models-policy.yaml): flow tests whose subject is not the watermark mark its pictures with dwtDctSvd.
-AUTO_PUBLISH_POLICY = "publish:\n  auto_publish: true\nwatermark:\n  method: dwtDctSvd\n"
+TINY_WATERMARK = "watermark:\n  method: dwtDctSvd\n"
+AUTO_PUBLISH_POLICY = "publish:\n  auto_publish: true\n" + TINY_WATERMARK
 # Two jobs x three seeds on the tiny random model: the end-to-end runs' manifest.
 TINY_MANIFEST = """\
 campaign: {id: e2e, name: End to end}

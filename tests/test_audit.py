@@ -63,7 +63,8 @@ def env(produced: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, 
 
 @pytest.fixture(scope="module")
 def upscaled(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> dict[str, Any]:
-    policy = "watermark:\n  upscale_small: true\n"
+    # dwtDctSvd: the method that decodes resized copies by rescaling them to a recorded size (spreadTile searches).
+    policy = "watermark:\n  upscale_small: true\n  method: dwtDctSvd\n"
     return _publish_run(tmp_path_factory.mktemp("upscaled"), model_cache, SMALL_MANIFEST, policy)
 
 

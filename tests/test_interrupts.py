@@ -64,12 +64,17 @@ def test_a_stop_signal_raises_even_where_the_shell_ignored_sigint() -> None:
 
 
 def test_zones_change_nothing_outside_a_command() -> None:
-    before = signal.getsignal(signal.SIGINT)
-    with interrupts.deferred():
-        assert signal.getsignal(signal.SIGINT) is before
-    with pytest.raises(KeyboardInterrupt) as raised:
-        interruptible(_signal_self)(signal.SIGINT)
-    assert type(raised.value) is KeyboardInterrupt  # Python's own handler, not ours
+    # Python's own SIGINT handler, whatever the shell that started the tests did (a background job ignores SIGINT).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        before = signal.getsignal(signal.SIGINT)
+        with interrupts.deferred():
+            assert signal.getsignal(signal.SIGINT) is before
+        with pytest.raises(KeyboardInterrupt) as raised:
+            interruptible(_signal_self)(signal.SIGINT)
+        assert type(raised.value) is KeyboardInterrupt  # Python's own handler, not ours
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_children_started_meanwhile_ignore_stop_signals() -> None:

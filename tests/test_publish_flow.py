@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
-from conftest import AUTO_PUBLISH_POLICY, work_ledger, write
+from conftest import AUTO_PUBLISH_POLICY, TINY_WATERMARK, work_ledger, write
 
 MANIFEST = """\
 campaign: {id: pub, name: Publish}
@@ -74,7 +74,7 @@ def test_publish_to_real_s3_matches_the_ledger(tmp_path: Path, capsys: pytest.Ca
     import boto3
 
     prefix = f"flow-{uuid.uuid4().hex[:8]}"
-    policy = write(tmp_path / "p.yaml", f"publish:\n  target: 's3://{S3_BUCKET}/{prefix}'\n")
+    policy = write(tmp_path / "p.yaml", f"publish:\n  target: 's3://{S3_BUCKET}/{prefix}'\n{TINY_WATERMARK}")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     run_id = work_ledger(tmp_path).runs()[0].run_id
     assert main(["publish", run_id, "--policy", str(policy)]) == 0
