@@ -155,18 +155,22 @@ def _texture(y: np.ndarray, chip: int) -> np.ndarray:
     return np.sqrt(cv2.GaussianBlur(detail * detail, (0, 0), 4.0))
 
 
-def pattern(bgr: np.ndarray, coded: np.ndarray, gains: np.ndarray | None = None) -> np.ndarray:
-    """The change (float32, unit RMS, one value per pixel) that carries ``coded`` (0/1 array) in this image."""
+def _strength(bgr: np.ndarray, chip: int) -> np.ndarray:
+    """Per-pixel strength: local texture over its median, within MASK_FLOOR..MASK_CAP."""
     import numpy as np
 
-    height, width = bgr.shape[:2]
-    chip = chip_size(width, height)
-    period = CHIPS * chip
-    tile = _render(_grid(np.asarray(coded, dtype=np.float32), _layout(len(coded)), gains), chip)
-    tiled = np.tile(tile, (height // period + 1, width // period + 1))[:height, :width]
     texture = _texture(luma(bgr), chip)
-    mask = np.clip(texture / (float(np.median(texture)) + 1e-6), MASK_FLOOR, MASK_CAP)
-    delta = tiled * mask
+    return np.clip(texture / (float(np.median(texture)) + 1e-6), MASK_FLOOR, MASK_CAP)
+
+
+def _pattern(strength: np.ndarray, chip: int, coded: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """The change (float32, unit RMS, one value per pixel) that carries ``coded`` (0/1 array) at these strengths."""
+    import numpy as np
+
+    height, width = strength.shape
+    period = CHIPS * chip
+    tile = _render(_grid(coded, _layout(len(coded)), gains), chip)
+    delta = np.tile(tile, (height // period + 1, width // period + 1))[:height, :width] * strength
     rms = float(np.sqrt(np.mean(delta * delta)))
     return delta / np.float32(rms) if rms > 0 else delta
 
@@ -194,18 +198,20 @@ def embed(bgr: np.ndarray, coded: np.ndarray) -> np.ndarray:
     signs = 2.0 * coded - 1.0
     gains = np.ones(len(coded), dtype=np.float32)
     height, width = bgr.shape[:2]
-    period = CHIPS * chip_size(width, height)
+    chip = chip_size(width, height)
+    strength = _strength(bgr, chip)
     direction = _direction()
     source = bgr.astype(np.float32)
-    for round_ in range(INFORMED_ROUNDS + 1):
-        delta = pattern(bgr, coded, gains)
-        marked = np.clip(np.rint(source + delta[:, :, None] * direction), 0, 255).astype(np.uint8)
-        if round_ == INFORMED_ROUNDS:
-            return marked
-        margins = at_period(marked, period, len(coded)).soft_bits * signs
+
+    def marked_with(gains: np.ndarray) -> np.ndarray:
+        delta = _pattern(strength, chip, coded, gains)
+        return np.clip(np.rint(source + delta[:, :, None] * direction), 0, 255).astype(np.uint8)
+
+    for _ in range(INFORMED_ROUNDS):
+        margins = at_period(marked_with(gains), CHIPS * chip, len(coded)).soft_bits * signs
         gains *= np.clip(1.0 + 0.5 * (1.0 - margins), 0.6, 1.8).astype(np.float32)
         gains /= np.float32(np.sqrt(np.mean(gains * gains)))
-    raise AssertionError("unreachable")
+    return marked_with(gains)
 
 
 def chroma(bgr: np.ndarray) -> np.ndarray:
@@ -265,23 +271,23 @@ def sync_peak(folded: np.ndarray, chip: int, coded_bits: int) -> tuple[float, tu
     """Best cyclic shift of the sync pattern in a folded tile, and its score in standard deviations."""
     import numpy as np
 
+    z = _sync_scores(folded, chip, coded_bits)
+    row, column = divmod(int(np.argmax(z)), folded.shape[1])
+    return float(z[row, column]), (row, column)
+
+
+def _sync_scores(folded: np.ndarray, chip: int, coded_bits: int) -> np.ndarray:
+    """The sync pattern's correlation with a folded tile at every cyclic shift, in standard deviations."""
+    import numpy as np
+
     spectrum = np.fft.rfft2(folded - folded.mean()) * _sync_spectrum(chip, coded_bits)
     correlation = np.fft.irfft2(spectrum, s=folded.shape)
-    best = int(np.argmax(correlation))
-    z = (correlation.flat[best] - correlation.mean()) / (correlation.std() + 1e-12)
-    row, column = divmod(best, folded.shape[1])
-    return float(z), (row, column)
-
-
-def _central_pixels(bgr: np.ndarray, side: int) -> np.ndarray:
-    """The central ``side`` x ``side`` region (or less) of an image: large images are searched in their middle."""
-    height, width = bgr.shape[:2]
-    top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
-    return bgr[top : top + side, left : left + side]
+    return (correlation - correlation.mean()) / (correlation.std() + 1e-12)
 
 
 def _central(array: np.ndarray, side: int) -> np.ndarray:
-    height, width = array.shape
+    """The central ``side`` x ``side`` region (or less) of an image or plane: large images are searched there."""
+    height, width = array.shape[:2]
     top, left = max(0, (height - side) // 2), max(0, (width - side) // 2)
     return array[top : top + side, left : left + side]
 
@@ -301,7 +307,7 @@ def search(bgr: np.ndarray, coded_bits: int, hypotheses: int = HYPOTHESES) -> li
     """The best (period, shift) hypotheses for the tile in ``bgr``, each with its soft coded bits, best first."""
     import cv2
 
-    channels = _whitened(_central_pixels(bgr, FINE_REGION))
+    channels = _whitened(_central(bgr, FINE_REGION))
     r = channels[0] + channels[1]
     height, width = r.shape
     high = min(MAX_PERIOD, min(height, width) / 1.25)
@@ -339,7 +345,7 @@ def _canonical(bgr: np.ndarray, period: float) -> tuple[list[np.ndarray], float]
     import cv2
 
     factor = CANONICAL_PERIOD / period
-    region = _central_pixels(bgr, round(FINE_REGION / max(factor, 1.0)))
+    region = _central(bgr, round(FINE_REGION / max(factor, 1.0)))
     if abs(factor - 1.0) > 0.05:
         interpolation = cv2.INTER_CUBIC if factor > 1.0 else cv2.INTER_AREA
         region = cv2.resize(region, None, fx=factor, fy=factor, interpolation=interpolation)
@@ -374,19 +380,11 @@ def _combined(channels: list[np.ndarray], period: float, coded_bits: int) -> Hyp
 
     folds = [fold(channel, period, CANONICAL_PERIOD) for channel in channels]
     z, shift = sync_peak(sum(folds), CANONICAL_CHIP, coded_bits)
-    weights = [max(_sync_at(folded, shift, coded_bits), 0.0) for folded in folds]
+    weights = [max(float(_sync_scores(folded, CANONICAL_CHIP, coded_bits)[shift]), 0.0) for folded in folds]
     if not any(weights):
         weights = [1.0] * len(folds)
     combined = sum(w * f for w, f in zip(weights, folds, strict=True))
     return Hypothesis(float(period), shift, z, _read(np.asarray(combined), shift, coded_bits))
-
-
-def _sync_at(folded: np.ndarray, shift: tuple[int, int], coded_bits: int) -> float:
-    import numpy as np
-
-    spectrum = np.fft.rfft2(folded - folded.mean()) * _sync_spectrum(CANONICAL_CHIP, coded_bits)
-    correlation = np.fft.irfft2(spectrum, s=folded.shape)
-    return float((correlation[shift] - correlation.mean()) / (correlation.std() + 1e-12))
 
 
 def _read(folded: np.ndarray, shift: tuple[int, int], coded_bits: int) -> np.ndarray:
