@@ -95,6 +95,15 @@ def test_marking_is_invisible_by_psnr_and_reads_back_as_is(photo: Image.Image, m
     assert result.attempt.startswith("as-is: tile period 128.0 px")
 
 
+def test_a_mark_too_weak_to_read_back_is_embedded_once_more_stronger() -> None:
+    noise = Image.fromarray((np.random.default_rng(1).random((256, 256, 3)) * 255).astype(np.uint8))
+    plain = wm.embed(noise, 77, TILE, SECRET)
+    assert wm.decode(plain, TILE, [SECRET]).key is None  # full-range noise at 256 px drowns the sync at PSNR 40
+    marked = wm.embed_verified(noise, 77, TILE, SECRET)
+    assert wm.decode(marked, TILE, [SECRET]).key == 77
+    assert 35.5 <= psnr(noise, marked) < psnr(noise, plain) - 2.5  # REINFORCED_GAIN costs ~3.5 dB, only here
+
+
 def test_a_lossy_delivery_keeps_the_mark(marked: Image.Image) -> None:
     assert wm.decode(_jpeg(marked, 75), TILE, [SECRET]).key == 4_242_424
     buffer = io.BytesIO()

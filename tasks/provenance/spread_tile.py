@@ -185,8 +185,10 @@ def _direction() -> np.ndarray:
     return (direction * TARGET_RMS / np.sqrt(np.mean(direction**2))).astype(np.float32)
 
 
-def embed(bgr: np.ndarray, coded: np.ndarray) -> np.ndarray:
+def embed(bgr: np.ndarray, coded: np.ndarray, gain: float = 1.0) -> np.ndarray:
     """``bgr`` (uint8) with ``coded`` embedded in luma and blue-yellow chroma, informed by what the picture adds.
+
+    ``gain`` scales the whole change (1.0: PSNR ~40.5 dB; each doubling costs 6 dB).
 
     The picture itself adds to every coded bit the decoder reads (host interference), helping some bits and
     hurting others. Each round reads the marked image back as the decoder would and moves strength from bits
@@ -200,7 +202,7 @@ def embed(bgr: np.ndarray, coded: np.ndarray) -> np.ndarray:
     height, width = bgr.shape[:2]
     chip = chip_size(width, height)
     strength = _strength(bgr, chip)
-    direction = _direction()
+    direction = _direction() * np.float32(gain)
     source = bgr.astype(np.float32)
 
     def marked_with(gains: np.ndarray) -> np.ndarray:

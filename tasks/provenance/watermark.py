@@ -91,6 +91,7 @@ process and are reused.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -105,6 +106,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 MIN_DECODE_SIDE = 96  # spreadTile: the smallest image that still holds most of a tile at the smallest tile size
+# spreadTile's strength for a picture whose first mark did not read back: ~3.5 dB lower PSNR (~37 dB).
+REINFORCED_GAIN = 1.5
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "MIN_SIDE",
@@ -540,8 +545,12 @@ def embed(
     key: int,
     method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE,
     secret: bytes | None = None,
+    gain: float = 1.0,
 ) -> Image.Image:
-    """A copy of ``image`` carrying ``key`` (RGB, or RGBA with alpha kept); spreadTile needs the watermark secret."""
+    """A copy of ``image`` carrying ``key`` (RGB, or RGBA with alpha kept); spreadTile needs the watermark secret.
+
+    ``gain`` scales spreadTile's strength (1.0 keeps PSNR ~40.5 dB); the other methods have a fixed strength.
+    """
     method = _method(method)
     bits = embedded_bits(key, method, secret)
     _check_size(image, "watermark")
@@ -549,7 +558,7 @@ def embed(
     if method is WatermarkMethod.SPREAD_TILE:
         import numpy as np
 
-        return _from_bgr(spread_tile.embed(bgr, np.array(bits, dtype=np.uint8)), alpha, image)
+        return _from_bgr(spread_tile.embed(bgr, np.array(bits, dtype=np.uint8), gain), alpha, image)
     return _from_bgr(_embed_bgr(bgr, bits, method), alpha, image)
 
 
@@ -604,10 +613,23 @@ def embed_verified(
     method: WatermarkMethod | str = WatermarkMethod.SPREAD_TILE,
     secret: bytes | None = None,
 ) -> Image.Image:
-    """Embed ``key``, decode it back, and raise WatermarkVerificationError unless the same key comes out."""
+    """Embed ``key``, decode it back, and raise WatermarkVerificationError unless the same key comes out.
+
+    A spreadTile mark that does not read back (a small or flat picture leaves the sync too weak at PSNR 40) is
+    embedded once more at ``REINFORCED_GAIN`` before the asset is given up on.
+    """
     method = _method(method)
+    secrets = (secret,) if secret else ()
     marked = embed(image, key, method, secret)
-    result = decode(marked, method, (secret,) if secret else ())
+    result = decode(marked, method, secrets)
+    if result.key != key and method is WatermarkMethod.SPREAD_TILE:
+        logger.info(
+            "spreadTile mark did not read back on a %dx%d image; embedding it at %.1fx strength",
+            *image.size,
+            REINFORCED_GAIN,
+        )
+        marked = embed(image, key, method, secret, REINFORCED_GAIN)
+        result = decode(marked, method, secrets)
     if result.key != key:
         expected = embedded_bits(key, method, secret)
         agree = sum(a == b for a, b in zip(expected, result.bits, strict=False))
