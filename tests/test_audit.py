@@ -257,6 +257,29 @@ def test_an_asset_finalized_before_fingerprints_is_recovered_unconfirmed(env: di
     assert "the pixels could not be confirmed" in result.reasons[-1]
 
 
+def test_without_the_watermark_secret_a_stripped_copy_is_not_recovered_and_says_why(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from policies.model import load_policy
+    from tasks.inspection.audit import AuditResult, audit_bytes, make_context
+    from tasks.provenance.mark_secrets import dev_secret_path
+
+    a = _pngs(env)[0]
+    stripped = io.BytesIO()
+    Image.open(_published(env, a)).convert("RGB").save(stripped, "PNG")
+    policy = load_policy(env["policy"])
+    here_context = make_context(policy, Ledger.open(policy.ledger_url()))
+    here = audit_bytes(stripped.getvalue(), here_context, AuditResult("t", "x", ""))
+    assert here.verdict == "recovered"
+    monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(env["root"] / "another-machine"))  # the ledger, not the secret
+    elsewhere = make_context(policy, Ledger.open(policy.ledger_url()))
+    result = audit_bytes(stripped.getvalue(), elsewhere, AuditResult("t", "x", ""))
+    assert result.verdict != "recovered" and result.candidate_id is None
+    assert "no watermark secret on this machine" in result.evidence["watermark"]["note"]
+    assert result.verdict == "not_ours" and "spreadTile marks cannot be checked" in result.reasons[-1]
+    assert not dev_secret_path().exists()  # an audit never creates a secret
+
+
 def test_bad_target_is_a_usage_error(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["audit", "/no/such/folder", "--policy", str(env["policy"])]) == 2
     assert "/no/such/folder" in capsys.readouterr().err

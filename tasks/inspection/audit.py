@@ -482,9 +482,12 @@ def audit_view(
         return finish(
             "recovered", identified, f"the pixels match its fingerprint (likeness {found.likeness.score:.2f})"
         )
+    unchecked = [note] if (note := (found.watermark or {}).get("note")) else []  # no watermark secret here
     if cred is not None:
-        return finish("not_ours", f"a {cred['state']} credential that is not AssetMint's and no AssetMint watermark")
-    return finish("not_ours", "no Content Credential and no AssetMint watermark")
+        return finish(
+            "not_ours", f"a {cred['state']} credential that is not AssetMint's and no AssetMint watermark", *unchecked
+        )
+    return finish("not_ours", "no Content Credential and no AssetMint watermark", *unchecked)
 
 
 # --- a whole audit -------------------------------------------------------------------------------------------------

@@ -473,12 +473,11 @@ def _decode_watermark(image: Image.Image, evidence: Evidence, context: Inspectio
             "methods_tried": tried,
             "chosen": choice.reason,
         }
-        if method == "spreadTile" and not context.mark_secrets():
-            evidence.watermark["note"] = (
-                "no watermark secret on this machine (signing.watermark_secret): spreadTile marks cannot be checked"
-            )
         if decoded.key is not None:
             break
+    if evidence.decoded_key is None and "spreadTile" in choice.methods and not context.mark_secrets():
+        note = "no watermark secret on this machine (signing.watermark_secret): spreadTile marks cannot be checked"
+        evidence.watermark = {**(evidence.watermark or {}), "note": note}
     if evidence.decoded_key is not None and index.get(evidence.decoded_key) is not None:
         evidence.watermark_key = evidence.decoded_key
 

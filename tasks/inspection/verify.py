@@ -104,7 +104,8 @@ def verify_view(found: Evidence, result: VerifyReport, context: InspectionContex
         result.watermark = {k: wm[k] for k in ("method", "key", "attempt", "payload")}
         if wm["key"] is None:
             tried = ", ".join(wm.get("methods_tried") or [wm["method"]])
-            result.fail(f"no AssetMint watermark ({tried}) decodes from the pixels")
+            why = f": {wm['note']}" if wm.get("note") else ""
+            result.fail(f"no AssetMint watermark ({tried}) decodes from the pixels{why}")
     for problem in found.disagreements:
         result.fail(problem)
 
