@@ -29,7 +29,7 @@ PACKAGED_DEFAULT_POLICY = REPO / "policies" / "default.yaml"
 # Tests of the machinery run the tiny random models under the policy made for them; demo-model tests and tests of
 # the packaged default name PACKAGED_DEFAULT_POLICY.
 TINY_MODELS_POLICY = REPO / "tests" / "data" / "tiny-models-policy.yaml"
-# The tiny random model paints full-range noise, which no spread-spectrum mark holds at 256 px and PSNR 40 (see
+# The tiny random model paints full-range noise, where spreadTile sometimes needs its reinforced strength (see
 # tiny-models-policy.yaml): flow tests whose subject is not the watermark mark its pictures with dwtDctSvd.
 TINY_WATERMARK = "watermark:\n  method: dwtDctSvd\n"
 AUTO_PUBLISH_POLICY = "publish:\n  auto_publish: true\n" + TINY_WATERMARK
