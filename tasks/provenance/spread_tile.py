@@ -11,7 +11,9 @@ survives 4:2:0 subsampling and heavy JPEG, chroma carries far less picture to co
 strength follows local texture (within ``MASK_FLOOR``..``MASK_CAP`` of the median) and is scaled to an RMS change
 of ``TARGET_RMS`` levels per channel: PSNR ~40.5 dB whatever the image (clipping at black and white only lowers
 the change). Embedding is *informed*: ``INFORMED_ROUNDS`` times it reads the marked image back as the decoder
-would and moves strength from coded bits the picture helps to those it hurts.
+would and moves strength from coded bits the picture helps to those it hurts. Below ``SMALL_AREA`` px, where a
+halved and recompressed copy is close to losing the mark, each round also reads such a copy (half size, JPEG
+``SIMULATED_QUALITY`` with 4:2:0 chroma) and balances the bits for both reads.
 
 A chip is ``round(short side / 256)`` px, at least 4 and at most 8: a 512 px image carries 16 tiles of 128 px,
 a 2048 px image 64 tiles of 256 px.
@@ -49,6 +51,9 @@ COARSE_CHIP = 2
 MIN_CHIP, MAX_CHIP = 4, 8
 TARGET_RMS = 2.4
 INFORMED_ROUNDS = 2  # read-back rounds that rebalance strength between coded bits
+SMALL_AREA = 640 * 640  # images of fewer px are also informed by a halved, recompressed read-back ...
+SMALL_INFORMED_ROUNDS = 3  # ... over this many rounds
+SIMULATED_QUALITY = 75  # JPEG quality of that read-back's copy
 CHROMA_SHARE = 0.5  # share of the change's energy in blue-yellow chroma; the rest in luma
 _U_DIRECTION_BGR = (2.032, -0.395, 0.0)  # BGR change that raises U by one and keeps Y and V
 MASK_FLOOR, MASK_CAP = 0.8, 1.5
@@ -209,11 +214,33 @@ def embed(bgr: np.ndarray, coded: np.ndarray, gain: float = 1.0) -> np.ndarray:
         delta = _pattern(strength, chip, coded, gains)
         return np.clip(np.rint(source + delta[:, :, None] * direction), 0, 255).astype(np.uint8)
 
-    for _ in range(INFORMED_ROUNDS):
-        margins = at_period(marked_with(gains), CHIPS * chip, len(coded)).soft_bits * signs
+    small = height * width < SMALL_AREA
+    for _ in range(SMALL_INFORMED_ROUNDS if small else INFORMED_ROUNDS):
+        marked = marked_with(gains)
+        margins = at_period(marked, CHIPS * chip, len(coded)).soft_bits * signs
+        if small:
+            halved = at_period(_halved_and_recompressed(marked), CHIPS * chip / 2, len(coded)).soft_bits * signs
+            margins = 0.5 * (margins + halved)
         gains *= np.clip(1.0 + 0.5 * (1.0 - margins), 0.6, 1.8).astype(np.float32)
         gains /= np.float32(np.sqrt(np.mean(gains * gains)))
     return marked_with(gains)
+
+
+def _halved_and_recompressed(bgr: np.ndarray) -> np.ndarray:
+    """What a platform makes of a small image: half the size, then JPEG ``SIMULATED_QUALITY`` with 4:2:0 chroma."""
+    import cv2
+
+    halved = cv2.resize(bgr, (max(1, bgr.shape[1] // 2), max(1, bgr.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    flags = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        SIMULATED_QUALITY,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
+    ]
+    ok, encoded = cv2.imencode(".jpg", halved, flags)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode a JPEG")
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
 
 
 def chroma(bgr: np.ndarray) -> np.ndarray:
