@@ -104,7 +104,7 @@ def test_a_mark_too_weak_to_read_back_is_embedded_once_more_stronger() -> None:
     assert 35.5 <= psnr(noise, marked) < psnr(noise, plain) - 2.5  # REINFORCED_GAIN costs ~3.5 dB, only here
 
 
-def test_small_images_are_informed_by_a_halved_recompressed_copy(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_images_are_marked_to_survive_a_halved_recompressed_copy(monkeypatch: pytest.MonkeyPatch) -> None:
     bgr = np.asarray(natural_image(512, seed=3))[:, :, ::-1].copy()
     coded = np.array(wm.embedded_bits(4242, TILE, SECRET), dtype=np.uint8)
 
@@ -114,7 +114,7 @@ def test_small_images_are_informed_by_a_halved_recompressed_copy(monkeypatch: py
         return int(np.sum((soft > 0) != (coded == 1)))
 
     informed = bits_wrong_after_halving_and_jpeg()
-    monkeypatch.setattr(spread_tile, "SMALL_AREA", 0)  # informed by the image as marked only
+    monkeypatch.setattr(spread_tile, "SMALL_AREA", 0)  # marked as a large image is
     assert informed < 0.6 * bits_wrong_after_halving_and_jpeg()
 
 

@@ -13,7 +13,8 @@ of ``TARGET_RMS`` levels per channel: PSNR ~40.5 dB whatever the image (clipping
 the change). Embedding is *informed*: ``INFORMED_ROUNDS`` times it reads the marked image back as the decoder
 would and moves strength from coded bits the picture helps to those it hurts. Below ``SMALL_AREA`` px, where a
 halved and recompressed copy is close to losing the mark, each round also reads such a copy (half size, JPEG
-``SIMULATED_QUALITY`` with 4:2:0 chroma) and balances the bits for both reads.
+``SIMULATED_QUALITY`` with 4:2:0 chroma) and balances the bits for both reads; such images also give the sync
+chips more of the (same) energy and chroma less (``SMALL_SYNC_GAIN``, ``SMALL_CHROMA_SHARE``).
 
 A chip is ``round(short side / 256)`` px, at least 4 and at most 8: a 512 px image carries 16 tiles of 128 px,
 a 2048 px image 64 tiles of 256 px.
@@ -54,6 +55,8 @@ INFORMED_ROUNDS = 2  # read-back rounds that rebalance strength between coded bi
 SMALL_AREA = 640 * 640  # images of fewer px are also informed by a halved, recompressed read-back ...
 SMALL_INFORMED_ROUNDS = 3  # ... over this many rounds
 SIMULATED_QUALITY = 75  # JPEG quality of that read-back's copy
+SMALL_SYNC_GAIN = 1.5  # small images: sync chips' amplitude against payload chips' (a halved copy loses sync first)
+SMALL_CHROMA_SHARE = 0.4  # small images: less in chroma, which a halved 4:2:0 copy keeps least of
 CHROMA_SHARE = 0.5  # share of the change's energy in blue-yellow chroma; the rest in luma
 _U_DIRECTION_BGR = (2.032, -0.395, 0.0)  # BGR change that raises U by one and keeps Y and V
 MASK_FLOOR, MASK_CAP = 0.8, 1.5
@@ -123,12 +126,15 @@ def _render(grid: np.ndarray, chip: int) -> np.ndarray:
     return (tile / tile.std()).astype(np.float32)
 
 
-def _grid(coded: np.ndarray | None, layout: _Layout, gains: np.ndarray | None = None) -> np.ndarray:
-    """The chip values: sync signs, and each payload chip's sign times its coded bit (times the bit's gain)."""
+def _grid(
+    coded: np.ndarray | None, layout: _Layout, gains: np.ndarray | None = None, sync_gain: float = 1.0
+) -> np.ndarray:
+    """The chip values: sync signs (times ``sync_gain``), and each payload chip's sign times its coded bit (times
+    the bit's gain)."""
     import numpy as np
 
     grid = np.zeros(CHIPS * CHIPS, dtype=np.float32)
-    grid[layout.sync_index] = layout.sync_sign
+    grid[layout.sync_index] = layout.sync_sign * sync_gain
     if coded is not None:
         values = layout.payload_sign * (2.0 * coded[layout.payload_bit] - 1.0)
         if gains is not None:
@@ -168,24 +174,24 @@ def _strength(bgr: np.ndarray, chip: int) -> np.ndarray:
     return np.clip(texture / (float(np.median(texture)) + 1e-6), MASK_FLOOR, MASK_CAP)
 
 
-def _pattern(strength: np.ndarray, chip: int, coded: np.ndarray, gains: np.ndarray) -> np.ndarray:
+def _pattern(strength: np.ndarray, chip: int, coded: np.ndarray, gains: np.ndarray, sync_gain: float) -> np.ndarray:
     """The change (float32, unit RMS, one value per pixel) that carries ``coded`` (0/1 array) at these strengths."""
     import numpy as np
 
     height, width = strength.shape
     period = CHIPS * chip
-    tile = _render(_grid(coded, _layout(len(coded)), gains), chip)
+    tile = _render(_grid(coded, _layout(len(coded)), gains, sync_gain), chip)
     delta = np.tile(tile, (height // period + 1, width // period + 1))[:height, :width] * strength
     rms = float(np.sqrt(np.mean(delta * delta)))
     return delta / np.float32(rms) if rms > 0 else delta
 
 
-def _direction() -> np.ndarray:
+def _direction(chroma_share: float) -> np.ndarray:
     """The BGR change per unit of pattern: luma on all channels plus the blue-yellow chroma direction, RMS-scaled."""
     import numpy as np
 
-    luma_part = np.sqrt(1.0 - CHROMA_SHARE) * np.ones(3)
-    chroma_part = np.sqrt(CHROMA_SHARE) * np.array(_U_DIRECTION_BGR) / np.sqrt(np.mean(np.square(_U_DIRECTION_BGR)))
+    luma_part = np.sqrt(1.0 - chroma_share) * np.ones(3)
+    chroma_part = np.sqrt(chroma_share) * np.array(_U_DIRECTION_BGR) / np.sqrt(np.mean(np.square(_U_DIRECTION_BGR)))
     direction = luma_part + chroma_part
     return (direction * TARGET_RMS / np.sqrt(np.mean(direction**2))).astype(np.float32)
 
@@ -206,15 +212,16 @@ def embed(bgr: np.ndarray, coded: np.ndarray, gain: float = 1.0) -> np.ndarray:
     gains = np.ones(len(coded), dtype=np.float32)
     height, width = bgr.shape[:2]
     chip = chip_size(width, height)
+    small = height * width < SMALL_AREA
     strength = _strength(bgr, chip)
-    direction = _direction() * np.float32(gain)
+    direction = _direction(SMALL_CHROMA_SHARE if small else CHROMA_SHARE) * np.float32(gain)
+    sync_gain = SMALL_SYNC_GAIN if small else 1.0
     source = bgr.astype(np.float32)
 
     def marked_with(gains: np.ndarray) -> np.ndarray:
-        delta = _pattern(strength, chip, coded, gains)
+        delta = _pattern(strength, chip, coded, gains, sync_gain)
         return np.clip(np.rint(source + delta[:, :, None] * direction), 0, 255).astype(np.uint8)
 
-    small = height * width < SMALL_AREA
     for _ in range(SMALL_INFORMED_ROUNDS if small else INFORMED_ROUNDS):
         marked = marked_with(gains)
         margins = at_period(marked, CHIPS * chip, len(coded)).soft_bits * signs
