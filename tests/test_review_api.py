@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from cli.main import main
 from cli.review import start_delivery
-from conftest import FUZZ, REPO, serve_on_loopback, write
+from conftest import FUZZ, REPO, TINY_WATERMARK, serve_on_loopback, write
 from policies.model import Policy, load_policy
 from tasks.core.states import CandidateState, can_transition
 from tasks.stages.delivery import last_delivery
@@ -36,7 +36,7 @@ from tasks.web.review.security import SECURITY_HEADERS
 
 TOKEN = "review-test-token-0123456789abcdef"
 BASE = "http://127.0.0.1:8765"
-POLICY = "review: {mode: manual}\n"
+POLICY = "review: {mode: manual}\n" + TINY_WATERMARK  # review is the subject, not the mark (see conftest)
 XSS_PROMPT = "a red cube <script>alert(1)</script> <b>bold</b>"
 MANIFEST = f"""\
 campaign: {{id: review, name: "Spring <i>review</i>"}}
