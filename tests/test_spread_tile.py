@@ -110,7 +110,9 @@ def test_small_images_are_marked_to_survive_a_halved_recompressed_copy(monkeypat
 
     def bits_wrong_after_halving_and_jpeg() -> int:
         copy = spread_tile._halved_and_recompressed(spread_tile.embed(bgr, coded))
-        soft = spread_tile.at_period(copy, spread_tile.CHIPS * 4 / 2, len(coded)).soft_bits
+        soft = spread_tile.at_period(
+            copy, spread_tile.CHIPS * spread_tile.chip_size(512, 512) / 2, len(coded)
+        ).soft_bits
         return int(np.sum((soft > 0) != (coded == 1)))
 
     informed = bits_wrong_after_halving_and_jpeg()

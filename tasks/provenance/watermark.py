@@ -623,8 +623,8 @@ def embed_verified(
     marked = embed(image, key, method, secret)
     result = decode(marked, method, secrets)
     if result.key != key and method is WatermarkMethod.SPREAD_TILE:
-        logger.info(
-            "spreadTile mark did not read back on a %dx%d image; embedding it at %.1fx strength",
+        logger.warning(
+            "spreadTile mark did not read back on a %dx%d image; embedding it at %.1fx strength (lower PSNR)",
             *image.size,
             REINFORCED_GAIN,
         )
