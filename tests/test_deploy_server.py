@@ -24,6 +24,8 @@ pytestmark = pytest.mark.skipif(PREFECT_CLI is None, reason="the prefect command
 SERVER_START_S = 240  # a busy 2-core machine can take minutes to import and migrate the server
 RUN_S = 300
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RETRYABLE_STATUS = {429, 502, 503}  # as prefect.client.base.PrefectHttpxAsyncClient
+API_RETRY_S = 120
 
 
 def _free_port() -> int:
@@ -111,7 +113,20 @@ def server(tmp_path_factory: pytest.TempPathFactory, model_cache: Path) -> Itera
 
 
 def _api(server: dict[str, Any], method: str, path: str, **json: Any) -> Any:
-    response = httpx.request(method, f"{server['url']}{path}", json=json or None, timeout=30)
+    """One REST call, retried on the statuses Prefect's own client retries.
+
+    A Prefect server on SQLite answers 503 when its database reports SQLITE_BUSY (in WAL mode a snapshot that went stale
+    while the worker wrote a run's states and logs, which no busy timeout waits out): it committed nothing for that
+    request and asks the client to send it again.
+    """
+    deadline = time.monotonic() + API_RETRY_S
+    delay = 1.0
+    while True:
+        response = httpx.request(method, f"{server['url']}{path}", json=json or None, timeout=30)
+        if response.status_code not in RETRYABLE_STATUS or time.monotonic() > deadline:
+            break
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
     assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
     return response.json()
 
