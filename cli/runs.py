@@ -478,10 +478,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def _deliverable(run_id: str, policy_path: str | None) -> Any:
     """The policy a delivery of the run would use; the run's existence and lock checked without starting Prefect."""
     from tasks.stages.delivery import policy_for_run
-    from tasks.storage.workdir import refuse_if_locked
+    from tasks.storage.run_locks import refuse_if_locked, run_locks
 
-    policy, _ledger_url = policy_for_run(run_id, optional_path(policy_path))
-    refuse_if_locked(policy.resolved_work_dir(), run_id)
+    policy, ledger_url = policy_for_run(run_id, optional_path(policy_path))
+    refuse_if_locked(run_locks(ledger_url, policy.resolved_work_dir()), run_id)
     return policy
 
 

@@ -22,4 +22,5 @@ trap 'deploy/s3-local.sh stop >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "${ASSETMINT_CEPH_STATE:-/tmp/assetmint-ceph}/env.sh"
 
+export ASSETMINT_TEST_NEEDS_POSTGRES=1  # installed above: its tests must run, not skip
 .venv/bin/python -m pytest "$@"

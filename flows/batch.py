@@ -17,7 +17,7 @@ from tasks.core.interrupts import interruptible
 from tasks.core.states import RunStatus
 from tasks.stages import delivery, report, runs
 from tasks.stages.runs import RunContext, RunSummary
-from tasks.storage.workdir import run_lock
+from tasks.storage.run_locks import run_locks
 
 prepare_task = task(interruptible(runs.load_context), name="prepare-run", cache_policy=NO_CACHE)
 start_task = task(interruptible(runs.start_run), name="record-plan", cache_policy=NO_CACHE)
@@ -106,7 +106,7 @@ def _batch(manifest: str, policy: str | None) -> RunSummary:
     ctx: RunContext = prepare_task(Path(manifest), Path(policy) if policy else None)
     # The run id is `{campaign}-{digest of the pixel-making content}`: it already names the campaign.
     label_flow_run(ctx.run_id, run_tags(ctx.plan.campaign_id, ctx.policy))
-    with run_lock(ctx.work_dir, ctx.run_id):
+    with run_locks(ctx.ledger_url, ctx.work_dir).hold(ctx.run_id):
         prompt_verdicts = screen_prompts_task(ctx)
         start_task(ctx, prompt_verdicts)
         notices = runs.run_notices(ctx) + runs.blocked_notices(ctx, prompt_verdicts)

@@ -26,7 +26,7 @@ from tasks.core.interrupts import interruptible
 from tasks.stages import delivery, runs
 from tasks.stages.delivery import DeliveryResult, PublishOutcome
 from tasks.storage.publish import PublishTargetError
-from tasks.storage.workdir import run_lock
+from tasks.storage.run_locks import run_locks
 
 send_stage_logs_to_prefect()
 finalize_task = task(interruptible(delivery.finalize_approved), name="finalize-approved", cache_policy=NO_CACHE)
@@ -106,7 +106,7 @@ def delivery_flow(
 def _delivery(run_id: str, policy: str | None, finalize: bool, publish: bool, attempt: str | None) -> DeliveryResult:
     loaded, ledger_url = policy_for_run(run_id, policy)
     label_flow_run(f"deliver-{run_id}", run_tags(runs.ledger_for(ledger_url).run(run_id).campaign_id, loaded))
-    with run_lock(loaded.resolved_work_dir(), run_id):  # one writer of a run's final files at a time
+    with run_locks(ledger_url, loaded.resolved_work_dir()).hold(run_id):  # one writer of a run at a time
         started = {
             "attempt": attempt,
             "finalize": finalize,

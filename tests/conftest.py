@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import glob
+import importlib.util
 import os
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
@@ -81,6 +85,51 @@ def isolated_dirs(tmp_path: Path, model_cache: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ASSETMINT_CONFIG_DIR", str(tmp_path / "config"))
     monkeypatch.setenv("ASSETMINT_WORK_DIR", str(tmp_path / "work"))
     monkeypatch.setenv("ASSETMINT_POLICY", str(TINY_MODELS_POLICY))
+
+
+def _postgres_program(name: str) -> str | None:
+    """A PostgreSQL server program: on PATH, or where Debian's postgresql package puts it (off PATH)."""
+    return shutil.which(name) or next(iter(sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)), None)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Callable[[], str]]:
+    """A factory of URLs of new, empty databases on a private PostgreSQL server (unix socket only).
+
+    Skipped where the machine has no PostgreSQL, except under deploy/test.sh (ASSETMINT_TEST_NEEDS_POSTGRES=1), which
+    installs it: there a missing server is a failure, not a quiet skip.
+    """
+    initdb, pg_ctl = _postgres_program("initdb"), _postgres_program("pg_ctl")
+    if initdb is None or pg_ctl is None or importlib.util.find_spec("psycopg") is None:
+        reason = "needs PostgreSQL's initdb and pg_ctl and the psycopg driver"
+        if os.environ.get("ASSETMINT_TEST_NEEDS_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    folder = Path(tempfile.mkdtemp(prefix="assetmint-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(folder, "postgres")
+    quiet: dict[str, Any] = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    subprocess.run([*as_user, initdb, "-D", f"{folder}/data", "-A", "trust", "-U", "postgres", "--no-sync"], **quiet)
+    options = f"-c listen_addresses='' -k {folder} -c fsync=off"
+    start = [pg_ctl, "-D", f"{folder}/data", "-o", options, "-l", f"{folder}/log", "-w", "-t", "300", "start"]
+    subprocess.run([*as_user, *start], **quiet)
+    import psycopg
+
+    counter = iter(range(1000))
+
+    def new_database() -> str:
+        name = f"ledger{next(counter)}"
+        with psycopg.connect(host=str(folder), user="postgres", dbname="postgres", autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://postgres@/{name}?host={folder}"
+
+    try:
+        yield new_database
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", f"{folder}/data", "-m", "immediate", "stop"], **quiet)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def work_ledger(root: Path) -> Ledger:

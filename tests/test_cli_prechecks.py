@@ -10,7 +10,7 @@ from cli.main import main
 from conftest import TINY_MANIFEST, write
 from tasks.core.manifest import load_plan
 from tasks.storage.ledger import Ledger
-from tasks.storage.workdir import run_lock
+from tasks.storage.run_locks import FileRunLocks
 
 
 @pytest.mark.parametrize("command", ["publish", "finalize"])
@@ -31,7 +31,7 @@ def test_a_running_manifest_is_refused_before_prefect_starts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     manifest = write(tmp_path / "m.yaml", TINY_MANIFEST)
-    with run_lock(tmp_path / "work", load_plan(manifest).run_id):
+    with FileRunLocks(tmp_path / "work").hold(load_plan(manifest).run_id):
         assert main(["run", str(manifest)]) == 2
     err = capsys.readouterr().err
     assert "is already running" in err and "starting Prefect" not in err

@@ -235,11 +235,11 @@ def test_bad_input_leaves_the_ledger_untouched(tmp_path: Path, capsys: pytest.Ca
 
 def test_second_run_of_the_same_manifest_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from tasks.core.manifest import load_plan
-    from tasks.storage.workdir import run_lock
+    from tasks.storage.run_locks import FileRunLocks
 
     manifest = write(tmp_path / "m.yaml", MANIFEST)
     run_id = load_plan(manifest).run_id
-    with run_lock(tmp_path / "work", run_id):
+    with FileRunLocks(tmp_path / "work").hold(run_id):
         assert main(["run", str(manifest)]) == 2
     err = capsys.readouterr().err
     assert f"run {run_id} is already running" in err

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -236,41 +234,7 @@ def test_the_migrations_ship_in_the_package() -> None:
     assert all((folder / "__init__.py").exists() for folder in folders)
 
 
-# --- PostgreSQL: a throwaway server of the machine's own PostgreSQL, skipped where there is none --------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[Callable[[], str]]:
-    """A factory of URLs of new, empty databases on a private PostgreSQL server (unix socket only)."""
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if initdb is None or pg_ctl is None or importlib.util.find_spec("psycopg") is None:
-        pytest.skip("needs PostgreSQL's initdb and pg_ctl and the psycopg driver")
-    folder = Path(tempfile.mkdtemp(prefix="assetmint-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(folder, "postgres")
-    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    subprocess.run([*as_user, initdb, "-D", f"{folder}/data", "-A", "trust", "-U", "postgres", "--no-sync"], **quiet)
-    options = f"-c listen_addresses='' -k {folder} -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", f"{folder}/data", "-o", options, "-l", f"{folder}/log", "-w", "start"], **quiet
-    )
-    import psycopg
-
-    counter = iter(range(1000))
-
-    def new_database() -> str:
-        name = f"ledger{next(counter)}"
-        with psycopg.connect(host=str(folder), user="postgres", dbname="postgres", autocommit=True) as connection:
-            connection.execute(f"CREATE DATABASE {name}")
-        return f"postgresql+psycopg://postgres@/{name}?host={folder}"
-
-    try:
-        yield new_database
-    finally:
-        subprocess.run([*as_user, pg_ctl, "-D", f"{folder}/data", "-m", "immediate", "stop"], **quiet)
-        shutil.rmtree(folder, ignore_errors=True)
+# --- PostgreSQL: the `postgres` fixture of conftest.py ----------------------------------------------------------
 
 
 def test_postgres_migrations_match_the_models(postgres: Callable[[], str]) -> None:

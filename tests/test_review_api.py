@@ -29,7 +29,7 @@ from policies.model import Policy, load_policy
 from tasks.core.states import CandidateState, can_transition
 from tasks.stages.delivery import last_delivery
 from tasks.storage.ledger import CandidateRow, CandidateScore, GeneratedImage, Ledger, PlannedCandidate, sqlite_url
-from tasks.storage.workdir import run_lock
+from tasks.storage.run_locks import FileRunLocks
 from tasks.web.review.app import create_app
 from tasks.web.review.delivery import DeliverySubmitter
 from tasks.web.review.security import SECURITY_HEADERS
@@ -506,7 +506,8 @@ def test_one_delivery_at_a_time_and_a_lost_one_is_reported(ledger_url: str, prod
     headers = {"X-CSRF-Token": login(client)}
     run_id = produced["run_id"]
     client.post(f"/runs/{run_id}/approve-top-k", json={}, headers=headers)
-    with run_lock(produced["policy"].resolved_work_dir(), run_id):  # a batch, finalize or publish holds the run
+    # A batch, finalize or publish holds the run.
+    with FileRunLocks(produced["policy"].resolved_work_dir()).hold(run_id):
         busy = client.post(f"/runs/{run_id}/finalize", json={}, headers=headers)
     assert busy.status_code == 409 and "busy" in busy.json()["error"] and not sleepers
     try:

@@ -43,13 +43,13 @@ def test_manual_review_then_finalize(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_finalize_refuses_to_run_beside_another_writer(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from tasks.storage.workdir import run_lock
+    from tasks.storage.run_locks import FileRunLocks
 
     policy = write(tmp_path / "p.yaml", "review:\n  mode: manual\n")
     assert main(["run", str(write(tmp_path / "m.yaml", MANIFEST)), "--policy", str(policy)]) == 0
     run_id = work_ledger(tmp_path).runs()[0].run_id
     capsys.readouterr()
-    with run_lock(tmp_path / "work", run_id):
+    with FileRunLocks(tmp_path / "work").hold(run_id):
         assert main(["finalize", run_id, "--policy", str(policy)]) == 2
         assert main(["publish", run_id, "--policy", str(policy)]) == 2
     assert capsys.readouterr().err.count(f"error: run {run_id} is already running") == 2

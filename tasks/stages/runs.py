@@ -45,7 +45,8 @@ from tasks.stages.select import rank_and_select
 from tasks.storage.database import probe_database
 from tasks.storage.ledger import CandidateScore, GeneratedImage, Ledger, PlannedCandidate
 from tasks.storage.publish import open_target
-from tasks.storage.workdir import candidate_store, ensure_writable, refuse_if_locked
+from tasks.storage.run_locks import refuse_if_locked, run_locks
+from tasks.storage.workdir import candidate_store, ensure_writable
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +100,8 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     plan = load_plan(manifest_path, policy.generation.max_candidates_per_run)
     check_plan(plan, policy)
     work_dir = policy.resolved_work_dir()
-    refuse_if_locked(work_dir, plan.run_id)
     probe_database(policy.ledger_url())  # the databases and stores first: nothing is created if they are not there
+    refuse_if_locked(run_locks(policy.ledger_url(), work_dir), plan.run_id)
     if policy.finalize.enabled and policy.publish.auto_publish:
         open_target(policy.publish, work_dir).probe()
     if policy.finalize.enabled:

@@ -15,7 +15,7 @@ from tasks.core.errors import AssetMintError, ReviewError, RunLockedError
 from tasks.core.states import CandidateState
 from tasks.stages.delivery import ACTIVE_DELIVERY, last_delivery, record_delivery
 from tasks.storage.ledger import Ledger
-from tasks.storage.workdir import lock_holder
+from tasks.storage.run_locks import run_locks
 
 # A submitted delivery that no process of ours started and that never said it runs is taken as lost after this.
 SUBMIT_GRACE = timedelta(minutes=2)
@@ -114,7 +114,7 @@ class Deliveries:
             if current["running"]:
                 since = current["started_at"] or current["submitted_at"]
                 raise RunLockedError(f"a delivery of run {run_id} is already running (since {since}); wait for it.")
-            holder = lock_holder(self._policy.resolved_work_dir(), run_id)
+            holder = run_locks(self._ledger_url, self._policy.resolved_work_dir()).holder(run_id)
             if holder is not None:
                 raise RunLockedError(
                     f"run {run_id} is busy ({holder}: a batch, finalize or publish of it); try again when it ends."
