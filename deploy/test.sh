@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the test suite needs on a fresh Debian machine and run it:
 # the virtualenv, Debian's Chromium for the browser tests, PostgreSQL's server binaries for the ledger tests, and a
-# one-node Ceph S3 server on 127.0.0.1.
+# one-node Ceph S3 server on 127.0.0.1. The PostgreSQL and Ray tests start their own servers (tests/conftest.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -22,5 +22,5 @@ trap 'deploy/s3-local.sh stop >/dev/null 2>&1 || true' EXIT
 # shellcheck disable=SC1091
 source "${ASSETMINT_CEPH_STATE:-/tmp/assetmint-ceph}/env.sh"
 
-export ASSETMINT_TEST_NEEDS_POSTGRES=1  # installed above: its tests must run, not skip
+export ASSETMINT_TEST_NEEDS_POSTGRES=1 ASSETMINT_TEST_NEEDS_RAY=1  # installed above: their tests must run, not skip
 .venv/bin/python -m pytest "$@"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.delivery import deliver
+from flows.fan_out import in_flight
 from flows.interrupts import is_interruption
 from flows.labels import label_flow_run, run_tags
 from tasks.core import interrupts
@@ -28,6 +31,7 @@ select_task = task(interruptible(runs.select_top), name="select-top-k", cache_po
 screen_prompts_task = task(interruptible(runs.screen_prompts_stage), name="screen-prompts", cache_policy=NO_CACHE)
 screen_images_task = task(interruptible(runs.screen_images_stage), name="screen-images", cache_policy=NO_CACHE)
 approve_task = task(interruptible(delivery.approve_by_policy), name="review-by-policy", cache_policy=NO_CACHE)
+release_task = task(runs.release_generators, name="release-generators", cache_policy=NO_CACHE)
 
 
 @task(name="publish-run-artifacts", cache_policy=NO_CACHE)
@@ -117,8 +121,15 @@ def _batch(manifest: str, policy: str | None) -> RunSummary:
             warnings = notices + warnings_task(ctx, runs.pending_job_keys(ctx))
             chunks = runs.pending_chunks(ctx)
             total = sum(len(chunk) for chunk in chunks)
-            for chunk in chunks:
-                generated += generate_task(ctx, chunk, generated, total)
+            generators: list[dict[str, Any]] = []
+            if ctx.policy.execution.engine == "ray":  # chunks in flight at once, one task each
+                generated = sum(
+                    in_flight(generate_task, [(ctx, c, 0, total) for c in chunks], runs.generation_slots(ctx))
+                )
+                generators = release_task(ctx)
+            else:
+                for chunk in chunks:
+                    generated += generate_task(ctx, chunk, generated, total)
             score_task(ctx)
             screen_images_task(ctx)
             select_task(ctx)
@@ -129,9 +140,11 @@ def _batch(manifest: str, policy: str | None) -> RunSummary:
             warnings += runs.review_notices(ctx)
             pending = bool(runs.review_notices(ctx))
             status = RunStatus.PENDING_REVIEW if pending else RunStatus.COMPLETED
-            summary = runs.summarize(ctx, generated, warnings, status)
+            summary = runs.summarize(ctx, generated, warnings, status, generators)
             publish_artifacts(summary)
         except BaseException as exc:
+            with contextlib.suppress(Exception):  # a Ray generator left running would hold its GPU
+                runs.release_generators(ctx)
             status = RunStatus.INTERRUPTED if is_interruption(exc) else RunStatus.FAILED
             runs.finish(ctx, runs.summarize(ctx, generated, [f"{type(exc).__name__}: {exc}"], status))
             raise

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.errors import PolicyError
+from policies.execution import ExecutionPolicy
 from policies.finalize import FinalizePolicy
 from policies.publish import PublishPolicy
 from policies.review import ReviewPolicy
@@ -153,6 +154,9 @@ class Policy(BaseModel):
     scoring: ScoringPolicy = Field(default_factory=ScoringPolicy, description="CLIP scoring and selection.")
     generation: GenerationPolicy = Field(default_factory=GenerationPolicy, description="Generation limits.")
     ledger: LedgerPolicy = Field(default_factory=LedgerPolicy, description="Ledger database.")
+    execution: ExecutionPolicy = Field(
+        default_factory=ExecutionPolicy, description="Where generation runs: this process or a Ray cluster."
+    )
     safety: SafetyPolicy = Field(
         default_factory=SafetyPolicy, description="Prompt screening before generation and image filters after."
     )

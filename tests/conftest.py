@@ -132,6 +132,25 @@ def postgres() -> Iterator[Callable[[], str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def ray_cluster(model_cache: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Ray cluster on this machine (deploy/local_ray.py): a head without CPUs and two 1-CPU worker nodes.
+
+    Skipped where Ray is not installed, except under deploy/test.sh (ASSETMINT_TEST_NEEDS_RAY=1), which installs it.
+    The nodes get the session's model cache, as a real cluster's workers get the model volume.
+    """
+    if importlib.util.find_spec("ray") is None:
+        if os.environ.get("ASSETMINT_TEST_NEEDS_RAY") == "1":
+            pytest.fail("Ray is not installed")
+        pytest.skip("needs Ray (pip install 'assetmint[ray]')")
+    sys.path.insert(0, str(REPO / "deploy"))
+    from local_ray import local_ray_cluster
+
+    env = {**os.environ, "ASSETMINT_CACHE_DIR": str(model_cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    with local_ray_cluster(2, tmp_path_factory.mktemp("ray"), env) as address:
+        yield address
+
+
 def work_ledger(root: Path) -> Ledger:
     """The ledger a run under `root` writes (the default policy puts it in the work directory)."""
     return Ledger.open_file(root / "work" / "ledger.sqlite")

@@ -57,6 +57,10 @@ class WatermarkError(AssetMintError):
     """An image cannot be watermarked (too small, wrong mode) or the watermark did not verify."""
 
 
+class ClusterError(AssetMintError):
+    """The Ray cluster a policy names cannot be used: Ray is not installed, the head is unreachable, too few GPUs."""
+
+
 class OrchestrationUnavailableError(AssetMintError):
     """The Prefect API a flow needs cannot be reached: the ephemeral server did not start in time, or a URL is down."""
 

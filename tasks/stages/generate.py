@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -210,13 +210,79 @@ def pixel_sha256(image: Image.Image) -> str:
     return hashlib.sha256(header + image.tobytes()).hexdigest()
 
 
-def save_png_atomic(image: Image.Image, path: Path) -> str:
-    """Write a PNG without ever leaving a partial file at `path`; returns the file's sha256."""
+def encode_png(image: Image.Image) -> bytes:
+    """A candidate image as PNG: one encoder for every engine, so local and cluster runs match byte for byte."""
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    data = buffer.getvalue()
-    write_atomic(path, data)
-    return hashlib.sha256(data).hexdigest()
+    return buffer.getvalue()
+
+
+@dataclass(frozen=True)
+class RenderedCandidate:
+    """A rendered candidate before it is stored: its PNG file, pixel digest and how it was made."""
+
+    candidate_id: str
+    png: bytes
+    pixel_sha256: str
+    generation: dict[str, Any]
+
+
+def render_batches(
+    loaded: LoadedPipeline, specs: Sequence[CandidateSpec], batch_size: int
+) -> Iterator[list[RenderedCandidate]]:
+    """Render candidates one pipeline call at a time, batching those that differ only by seed."""
+    import diffusers
+    import torch
+
+    groups: dict[tuple[Any, ...], list[CandidateSpec]] = {}
+    for spec in specs:
+        groups.setdefault(spec.batch_key(), []).append(spec)
+    for group in groups.values():
+        for start in range(0, len(group), batch_size):
+            batch = group[start : start + batch_size]
+            began = time.perf_counter()
+            images = run_pipeline(loaded, batch)
+            seconds = (time.perf_counter() - began) / len(batch)
+            yield [
+                RenderedCandidate(
+                    candidate_id=spec.candidate_id,
+                    png=encode_png(image),
+                    pixel_sha256=pixel_sha256(image),
+                    generation={
+                        "device": loaded.runtime.device,
+                        "dtype": loaded.runtime.dtype,
+                        "batch_invariant": loaded.runtime.batch_invariant,
+                        "batch_size": len(batch),
+                        "seconds_per_image": round(seconds, 4),
+                        "diffusers": diffusers.__version__,
+                        "torch": torch.__version__,
+                    },
+                )
+                for spec, image in zip(batch, images, strict=True)
+            ]
+
+
+def store_rendered(rendered: Sequence[RenderedCandidate], image_store: Path) -> list[GeneratedImage]:
+    """Write rendered candidates into the content-addressed store (never a partial file) and describe them."""
+    results: list[GeneratedImage] = []
+    swept: set[Path] = set()
+    for candidate in rendered:
+        path = candidate_image_path(image_store, candidate.candidate_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.parent not in swept:  # what a killed generation left in this shard of the store
+            swept.add(path.parent)
+            sweep_temp_files(path.parent)
+        write_atomic(path, candidate.png)
+        results.append(
+            GeneratedImage(
+                candidate_id=candidate.candidate_id,
+                image_path=str(path),
+                image_sha256=hashlib.sha256(candidate.png).hexdigest(),
+                pixel_sha256=candidate.pixel_sha256,
+                generation=candidate.generation,
+            )
+        )
+    return results
 
 
 def generate_candidates(
@@ -226,45 +292,10 @@ def generate_candidates(
     batch_size: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> list[GeneratedImage]:
-    """Generate, save and describe candidates, batching those that differ only by seed."""
-    import diffusers
-    import torch
-
-    groups: dict[tuple[Any, ...], list[CandidateSpec]] = {}
-    for spec in specs:
-        groups.setdefault(spec.batch_key(), []).append(spec)
+    """Generate, save and describe candidates in this process, one pipeline call at a time."""
     results: list[GeneratedImage] = []
-    swept: set[Path] = set()
-    for group in groups.values():
-        for start in range(0, len(group), batch_size):
-            batch = group[start : start + batch_size]
-            began = time.perf_counter()
-            images = run_pipeline(loaded, batch)
-            seconds = (time.perf_counter() - began) / len(batch)
-            for spec, image in zip(batch, images, strict=True):
-                path = candidate_image_path(image_store, spec.candidate_id)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                if path.parent not in swept:  # what a killed generation left in this shard of the store
-                    swept.add(path.parent)
-                    sweep_temp_files(path.parent)
-                file_sha = save_png_atomic(image, path)
-                results.append(
-                    GeneratedImage(
-                        candidate_id=spec.candidate_id,
-                        image_path=str(path),
-                        image_sha256=file_sha,
-                        pixel_sha256=pixel_sha256(image),
-                        generation={
-                            "device": loaded.runtime.device,
-                            "dtype": loaded.runtime.dtype,
-                            "batch_invariant": loaded.runtime.batch_invariant,
-                            "batch_size": len(batch),
-                            "seconds_per_image": round(seconds, 4),
-                            "diffusers": diffusers.__version__,
-                            "torch": torch.__version__,
-                        },
-                    )
-                )
-            if on_batch is not None:
-                on_batch(len(batch))
+    for batch in render_batches(loaded, specs, batch_size):
+        results += store_rendered(batch, image_store)
+        if on_batch is not None:
+            on_batch(len(batch))
     return results

@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tasks.core.errors import LedgerError
+from tasks.core.files import write_atomic
 from tasks.stages.generate import (
     CandidateSpec,
     choose_runtime,
+    encode_png,
     load_pipeline,
     pixel_sha256,
     run_pipeline,
-    save_png_atomic,
 )
 from tasks.stages.models import resolve_model
 from tasks.storage.ledger import CandidateRow
@@ -52,7 +53,7 @@ def replay_candidate(
     image = run_pipeline(loaded, [spec])[0]
     if out is not None:
         try:
-            save_png_atomic(image, out)
+            write_atomic(out, encode_png(image))
         except OSError as exc:
             raise LedgerError(f"cannot write the replayed image to {out}: {exc.strerror or exc}.") from None
     return ReplayResult(

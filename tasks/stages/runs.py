@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from functools import cache
@@ -22,6 +23,8 @@ from tasks.core.identity import candidate_id
 from tasks.core.limits import check_plan
 from tasks.core.manifest import Plan, load_plan
 from tasks.core.states import CandidateState, RunStatus
+from tasks.stages.cluster import GeneratorPool
+from tasks.stages.cluster import connect as connect_cluster
 from tasks.stages.generate import (
     CandidateSpec,
     RuntimeChoice,
@@ -30,6 +33,7 @@ from tasks.stages.generate import (
     load_pipeline,
     pipeline_kind,
     prompt_token_overflow,
+    store_rendered,
 )
 from tasks.stages.models import ModelSource, resolve_model
 from tasks.stages.score import (
@@ -86,6 +90,7 @@ class RunSummary:
     scores: list[float] = field(default_factory=list)  # every CLIP score of the run, for its distribution
     blocked_prompts: list[str] = field(default_factory=list)  # "label: reason", nothing generated for them
     flagged_prompts: list[str] = field(default_factory=list)  # "label: n of m flagged" by the image filters
+    generators: list[dict[str, Any]] = field(default_factory=list)  # the Ray generators' reports (engine ray)
 
 
 @cache
@@ -102,6 +107,15 @@ def load_context(manifest_path: Path, policy_path: Path | None) -> RunContext:
     work_dir = policy.resolved_work_dir()
     probe_database(policy.ledger_url())  # the databases and stores first: nothing is created if they are not there
     refuse_if_locked(run_locks(policy.ledger_url(), work_dir), plan.run_id)
+    if policy.execution.engine == "ray":
+        cluster = connect_cluster(policy.execution)
+        log.info(
+            "Ray cluster at %s: %d generators (%g GPUs, %g CPUs)",
+            cluster.address,
+            cluster.workers,
+            cluster.gpus,
+            cluster.cpus,
+        )
     if policy.finalize.enabled and policy.publish.auto_publish:
         open_target(policy.publish, work_dir).probe()
     if policy.finalize.enabled:
@@ -319,8 +333,63 @@ def _runtime(ctx: RunContext) -> RuntimeChoice:
     return choose_runtime(generation.device, generation.dtype, generation.batch_invariant)
 
 
+_pools: dict[str, GeneratorPool] = {}
+_pools_lock = threading.Lock()
+
+
+def _generator_pool(ctx: RunContext) -> GeneratorPool:
+    with _pools_lock:
+        pool = _pools.get(ctx.run_id)
+        if pool is None:
+            generation = ctx.policy.generation
+            pool = GeneratorPool(ctx.policy.execution, generation.device, generation.dtype, generation.batch_invariant)
+            _pools[ctx.run_id] = pool
+        return pool
+
+
+def generation_slots(ctx: RunContext) -> int:
+    """Chunks to have in flight at once: 1 in this process; on Ray two per generator, so none waits for the driver."""
+    if ctx.policy.execution.engine != "ray":
+        return 1
+    return 2 * _generator_pool(ctx).plan.workers
+
+
+def release_generators(ctx: RunContext) -> list[dict[str, Any]]:
+    """Stop the run's Ray generators (freeing their GPUs) and return their reports; [] when none ran."""
+    with _pools_lock:
+        pool = _pools.pop(ctx.run_id, None)
+    if pool is None:
+        return []
+    try:
+        reports = pool.reports()
+    finally:
+        pool.close()
+    for report in reports:
+        log.info(
+            "generator %s: %d chunks, model loads %s, peak RSS %.0f MB",
+            report["worker"],
+            report["chunks"],
+            report["model_loads"],
+            report["peak_rss_mb"],
+        )
+    return reports
+
+
+def _generate_on_cluster(ctx: RunContext, specs: Sequence[CandidateSpec], total: int) -> int:
+    pool = _generator_pool(ctx)
+    identities = {spec.model_ref: ctx.models[spec.model_ref].identity for spec in specs}
+    rendered = pool.render(specs, identities, ctx.policy.generation.batch_size)
+    ledger_for(ctx.ledger_url).record_generated(ctx.run_id, store_rendered(rendered, ctx.image_dir))
+    done = pool.count(len(rendered))
+    progress.report("generate", done, total)
+    log.info("generated %d candidates on the cluster (%d of %d)", len(rendered), done, total)
+    return len(rendered)
+
+
 def generate_chunk(ctx: RunContext, specs: Sequence[CandidateSpec], done_before: int, total: int) -> int:
     """Generate one chunk and record it in one transaction; returns how many candidates it produced."""
+    if ctx.policy.execution.engine == "ray":
+        return _generate_on_cluster(ctx, specs, total)
     ledger = ledger_for(ctx.ledger_url)
     runtime = _runtime(ctx)
     by_model: dict[str, list[CandidateSpec]] = {}
@@ -501,7 +570,13 @@ def review_notices(ctx: RunContext) -> list[str]:
     return [f"{waiting} selected candidates are pending review (policy review.mode: manual)"] if waiting else []
 
 
-def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], status: RunStatus) -> RunSummary:
+def summarize(
+    ctx: RunContext,
+    generated_now: int,
+    warnings: Sequence[str],
+    status: RunStatus,
+    generators: Sequence[dict[str, Any]] = (),
+) -> RunSummary:
     """Per-prompt best candidates and state counts of the run."""
     ledger = ledger_for(ctx.ledger_url)
     best: list[dict[str, Any]] = []
@@ -555,6 +630,7 @@ def summarize(ctx: RunContext, generated_now: int, warnings: Sequence[str], stat
         scores=[float(r.clip_score) for r in rows if r.clip_score is not None],
         blocked_prompts=blocked,
         flagged_prompts=flagged,
+        generators=list(generators),
     )
 
 
@@ -563,7 +639,12 @@ def finish(ctx: RunContext, summary: RunSummary) -> None:
     ledger_for(ctx.ledger_url).finish_run(
         ctx.run_id,
         RunStatus(summary.status),
-        {"counts": summary.counts, "generated_now": summary.generated_now, "warnings": summary.warnings},
+        {
+            "counts": summary.counts,
+            "generated_now": summary.generated_now,
+            "warnings": summary.warnings,
+            **({"generators": summary.generators} if summary.generators else {}),
+        },
     )
 
 
