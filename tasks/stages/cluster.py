@@ -17,6 +17,7 @@ import queue
 import resource
 import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,8 @@ from tasks.stages.generate import CandidateSpec, RenderedCandidate, choose_runti
 from tasks.stages.models import ModelSource, resolve_model
 
 log = logging.getLogger(__name__)
+
+SLOTS_PER_GENERATOR = 2  # chunks queued on one generator at a time: one rendering, the next waiting
 
 RAY_MISSING = (
     "execution.engine is 'ray' but Ray is not installed here; install it with `pip install 'assetmint[ray]'`, "
@@ -159,6 +162,8 @@ class GeneratorWorker:
         self._sources: dict[str, ModelSource] = {}
         self._loads: Counter[str] = Counter()
         self._chunks = 0
+        self._render_s = 0.0
+        self._first_render_s = 0.0  # the first chunk also loads the model
 
     def _source(self, ref: str, identity: dict[str, Any]) -> ModelSource:
         source = self._sources.get(ref)
@@ -177,6 +182,7 @@ class GeneratorWorker:
         self, specs: Sequence[CandidateSpec], identities: dict[str, dict[str, Any]], batch_size: int
     ) -> list[RenderedCandidate]:
         """Render one chunk, one pipeline call per batch of candidates that differ only by seed."""
+        began = time.perf_counter()
         rendered: list[RenderedCandidate] = []
         by_model: dict[str, list[CandidateSpec]] = {}
         for spec in specs:
@@ -186,21 +192,30 @@ class GeneratorWorker:
             for batch in render_batches(loaded, group, batch_size):
                 rendered += batch
         self._chunks += 1
+        self._render_s += time.perf_counter() - began
+        if self._chunks == 1:
+            self._first_render_s = self._render_s
         return rendered
 
     def report(self) -> dict[str, Any]:
-        """Which process this is, how often it loaded each model, how many chunks it rendered, its peak RSS."""
+        """Which process this is, its model loads, chunks and seconds spent rendering them, its peak RSS."""
         return {
             "worker": f"pid {os.getpid()} on {socket.gethostname()}",
             "model_loads": dict(self._loads),
             "chunks": self._chunks,
+            "render_s": round(self._render_s, 3),
+            "first_render_s": round(self._first_render_s, 3),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "device": self._runtime.device,
         }
 
 
 class GeneratorPool:
-    """Generator actors on the cluster; `render` lends an idle one to the calling thread for one chunk."""
+    """Generator actors on the cluster; `render` queues a chunk on a generator with a free slot.
+
+    Each generator has SLOTS_PER_GENERATOR slots: while it renders one chunk the next is already queued on it, so it
+    never waits for the driver to collect a result and send the next chunk.
+    """
 
     def __init__(self, execution: ExecutionPolicy, device: str, dtype: str, batch_invariant: str) -> None:
         self._ray = _ray()
@@ -223,15 +238,16 @@ class GeneratorPool:
                 "then rerun."
             ) from None
         self._idle: queue.Queue[Any] = queue.Queue()
-        for handle in self._actors:
-            self._idle.put(handle)
+        for _ in range(SLOTS_PER_GENERATOR):
+            for handle in self._actors:
+                self._idle.put(handle)
         self._done = 0
         self._count_lock = threading.Lock()
 
     def render(
         self, specs: Sequence[CandidateSpec], identities: dict[str, dict[str, Any]], batch_size: int
     ) -> list[RenderedCandidate]:
-        """Render a chunk on the next idle generator (waits for one); the chunk's error, not Ray's wrapper."""
+        """Render a chunk on a generator with a free slot (waits for one); the chunk's error, not Ray's wrapper."""
         from ray.exceptions import RayActorError, RayTaskError
 
         handle = self._idle.get()

@@ -23,7 +23,7 @@ from tasks.core.identity import candidate_id
 from tasks.core.limits import check_plan
 from tasks.core.manifest import Plan, load_plan
 from tasks.core.states import CandidateState, RunStatus
-from tasks.stages.cluster import GeneratorPool
+from tasks.stages.cluster import SLOTS_PER_GENERATOR, GeneratorPool
 from tasks.stages.cluster import connect as connect_cluster
 from tasks.stages.generate import (
     CandidateSpec,
@@ -348,10 +348,10 @@ def _generator_pool(ctx: RunContext) -> GeneratorPool:
 
 
 def generation_slots(ctx: RunContext) -> int:
-    """Chunks to have in flight at once: 1 in this process; on Ray two per generator, so none waits for the driver."""
+    """Chunks to have in flight at once: 1 in this process; on Ray every generator's slots, so none waits."""
     if ctx.policy.execution.engine != "ray":
         return 1
-    return 2 * _generator_pool(ctx).plan.workers
+    return SLOTS_PER_GENERATOR * _generator_pool(ctx).plan.workers
 
 
 def release_generators(ctx: RunContext) -> list[dict[str, Any]]:
