@@ -113,10 +113,17 @@ def _generator_pids() -> list[int]:
     return [int(pid) for pid in found.split()]
 
 
-def test_ctrl_c_and_a_killed_generator_leave_every_candidate_generated_once(
+def _generators_stop(whose: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while _generator_pids():
+        assert time.monotonic() < deadline, f"{whose} left its generators running"
+        time.sleep(0.5)
+
+
+def test_ctrl_c_kill_9_and_a_killed_generator_leave_every_candidate_generated_once(
     ray_cluster: str, tmp_path: Path, model_cache: Path
 ) -> None:
-    manifest = write(tmp_path / "m.yaml", MANIFEST.replace("candidates: 9", "candidates: 30"))
+    manifest = write(tmp_path / "m.yaml", MANIFEST.replace("candidates: 9", "candidates: 20"))
     run_id = load_plan(manifest).run_id
     policy = _policy(tmp_path, _ray_section(ray_cluster), chunk_size=2)
     argv = ["run", str(manifest), "--policy", str(policy)]
@@ -131,10 +138,15 @@ def test_ctrl_c_and_a_killed_generator_leave_every_candidate_generated_once(
     code, err = first.wait(timeout_s=120)
     assert code == 130 and "interrupted" in err, err[-3000:]
     assert Ledger.open_file(tmp_path / "work" / "ledger.sqlite").run(run_id).status == "interrupted"
-    deadline = time.monotonic() + 60
-    while _generator_pids():  # the interrupted run's generators were stopped with it
-        assert time.monotonic() < deadline, "the interrupted run left its generators running"
-        time.sleep(0.5)
+    _generators_stop("the interrupted run")
+
+    # kill -9 of the driver: its generators die with their owner, and the run stays resumable.
+    killed = SpawnedRun(argv, tmp_path, model_cache, "killed")
+    before = sum(n for state, n in killed.counts().items() if state != "planned")
+    killed.wait_until(lambda: made(killed, before + 4)() and bool(_generator_pids()), "progress after Ctrl-C", 600)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout_s=60)
+    _generators_stop("the killed driver")
 
     # The rerun resumes; one of its generators is killed with SIGKILL mid-run and Ray restarts it.
     rerun = SpawnedRun(argv, tmp_path, model_cache, "rerun")
@@ -148,8 +160,8 @@ def test_ctrl_c_and_a_killed_generator_leave_every_candidate_generated_once(
     ledger = Ledger.open_file(tmp_path / "work" / "ledger.sqlite")
     assert ledger.run(run_id).status == "completed"
     rows = ledger.candidates(run_id)
-    assert len(rows) == 60 and all(r.state != "planned" for r in rows)
+    assert len(rows) == 40 and all(r.state != "planned" for r in rows)
     moves = [h for h in ledger.history(run_id) if h.to_state == "generated"]
-    assert len(moves) == 60 and len({h.candidate_id for h in moves}) == 60, "a candidate was recorded twice"
+    assert len(moves) == 40 and len({h.candidate_id for h in moves}) == 40, "a candidate was recorded twice"
     reports = ledger.run(run_id).summary["generators"]
     assert all(f"pid {victim} " not in f"{report['worker']} " for report in reports)  # replaced by a restarted one
