@@ -18,7 +18,6 @@ import resource
 import socket
 import threading
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +159,6 @@ class GeneratorWorker:
     def __init__(self, device: str, dtype: str, batch_invariant: str) -> None:
         self._runtime = choose_runtime(device, dtype, batch_invariant)
         self._sources: dict[str, ModelSource] = {}
-        self._loads: Counter[str] = Counter()
         self._chunks = 0
         self._render_s = 0.0
         self._first_render_s = 0.0  # the first chunk also loads the model
@@ -175,7 +173,6 @@ class GeneratorWorker:
                     f"{source.identity} here, {identity} on the driver); give every node the same model files."
                 )
             self._sources[ref] = source
-            self._loads[ref] += 1
         return source
 
     def render(
@@ -199,9 +196,13 @@ class GeneratorWorker:
 
     def report(self) -> dict[str, Any]:
         """Which process this is, its model loads, chunks and seconds spent rendering them, its peak RSS."""
+        loads = load_pipeline.load_counts()  # what the process's load cache actually loaded, by cache key
         return {
             "worker": f"pid {os.getpid()} on {socket.gethostname()}",
-            "model_loads": dict(self._loads),
+            "model_loads": {
+                ref: sum(n for key, n in loads.items() if key[0] == source.location)
+                for ref, source in self._sources.items()
+            },
             "chunks": self._chunks,
             "render_s": round(self._render_s, 3),
             "first_render_s": round(self._first_render_s, 3),
